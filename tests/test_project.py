@@ -1,0 +1,44 @@
+"""Project hygiene: CI wiring, pins, committed notebooks without outputs."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+    assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_core_dependencies_are_pinned():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = dict(d.split("==") for d in deps)
+    assert (
+        pins["torch"] == "2.13.0" and pins["trl"] == "1.13.0" and pins["transformers"] == "5.17.0"
+    )
+    assert "torch==2.13.0" in (ROOT / "environment.yml").read_text()
+
+
+def _tracked_notebooks():
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [ROOT / p for p in out]
+
+
+def test_committed_notebooks_have_no_outputs():
+    for path in _tracked_notebooks():
+        nb = json.loads(path.read_text())
+        for i, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] == "code":
+                assert not cell.get("outputs"), f"{path.name}: cell {i} has outputs"
+                assert cell.get("execution_count") is None, f"{path.name}: cell {i} has a count"

@@ -1,0 +1,281 @@
+"""Question types of spec section 2: templates, answer geometry, one solve, the well-posedness rules."""
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from v2lo_utils.cogmap import CogMap, parse_response
+from v2lo_utils.layout import random_scene_map
+from v2lo_utils.questions import (
+    LETTERS,
+    QVS_FRAME_SHARES,
+    QVS_TASK_SHARES,
+    TASKS,
+    Question,
+    allocate,
+    check_well_posed,
+    generate_question,
+    make_question,
+    make_target,
+    relevant_map,
+    solve,
+    write_think,
+)
+from v2lo_utils.rewards import paper_score
+from v2lo_utils.scoring import score_answer
+
+QUADS = ["Left-Front", "Right-Front", "Left-Back", "Right-Back"]
+
+
+def pt(name, x, y, half=0.1):
+    """A small square object centred at (x, y)."""
+    return (name, (x - half, y - half, x + half, y + half))
+
+
+def mc(task, objects, **extra):
+    return {"objects": objects, "options": QUADS, **extra}
+
+
+# ---- answer geometry, hand-computed ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "c", "d", "expected"),
+    [
+        ((0, 0), (0, 2), (1, 3), (0, 2), "Right-Front"),  # f = +y, r = +x
+        ((0, 0), (0, 2), (-1, 1), (0, 2), "Left-Back"),
+        ((0, 0), (2, 0), (1, -1), (0, 0), "Right-Front"),  # f = +x, r = -y
+        ((0, 0), (2, 0), (-1, -1), (0, 0), "Right-Back"),
+        ((0, 0), (2, 0), (1, 1), (0, 0), "Left-Front"),
+    ],
+)
+def test_vertical_direction(a, b, c, d, expected):
+    names = ["sofa", "bed", "desk", "fridge"]
+    m = CogMap.from_boxes([pt(n, *p) for n, p in zip(names, [a, b, c, d], strict=True)])
+    assert solve("vertical_direction", mc("", names), m) == LETTERS[QUADS.index(expected)]
+
+
+@pytest.mark.parametrize(
+    ("variant", "c", "expected"),
+    [
+        ("right", (1, 1), "Right-Front"),  # B right of A: r = +x, f = +y
+        ("right", (-1, -1), "Left-Back"),
+        ("left", (1, 1), "Left-Back"),  # B left of A: r = -x, f = -y
+        ("left", (-1, 1), "Right-Back"),
+    ],
+)
+def test_horizontal_direction(variant, c, expected):
+    names = ["sofa", "bed", "desk", "fridge"]
+    m = CogMap.from_boxes([pt("sofa", 0, 0), pt("bed", 2, 0), pt("desk", *c), pt("fridge", 0, 0.0)])
+    params = mc("", names, variant=variant)
+    assert solve("horizontal_direction", params, m) == LETTERS[QUADS.index(expected)]
+
+
+def test_relative_direction_is_the_camera_frame():
+    m = CogMap.from_boxes([pt("sofa", -1, 3), pt("bed", 0, 1)])
+    assert solve("relative_direction", mc("", ["sofa", "bed"]), m) == "A"  # Left-Front
+    assert solve("relative_direction", mc("", ["bed", "sofa"]), m) == "D"  # Right-Back
+
+
+def test_numerical_answers():
+    m = CogMap.from_boxes(
+        [("sofa", (0, 0, 1, 1)), ("bed", (4, 5, 5, 6)), ("desk", (0, 0, 2.1, 0.9))]
+        + [pt("chair", i, 9) for i in range(3)]
+    )
+    assert solve("min_distance", {"objects": ["sofa", "bed"]}, m) == "5.00"
+    assert solve("object_size", {"objects": ["desk"]}, m) == "2.10"
+    assert solve("object_count", {"category": "chair"}, m) == "3"
+    assert solve("object_count", {"category": "Chair"}, m) == "3"
+    assert solve("object_count", {"category": "lamp"}, m) == "0"
+
+
+def test_nearest_object():
+    m = CogMap.from_boxes(
+        [pt("sofa", 0, 0), pt("bed", 0, 4), pt("desk", 3, 0), pt("box", 1, 1), pt("tv", -2, 2)]
+    )
+    params = {"objects": ["sofa"], "options": ["bed", "desk", "box", "tv"]}
+    assert solve("nearest_object", params, m) == "C"
+
+
+def test_solve_handles_missing_objects_and_unknown_tasks():
+    m = CogMap.from_boxes([pt("sofa", 0, 0)])
+    assert solve("min_distance", {"objects": ["sofa", "bed"]}, m) is None
+    assert solve("vertical_direction", mc("", ["sofa", "bed", "desk", "tv"]), m) is None
+    with pytest.raises(ValueError, match="unknown task"):
+        solve("height", {}, m)
+
+
+# ---- templates, options, shares ----------------------------------------------------------------
+
+
+def test_templates_are_the_benchmarks():
+    m = CogMap.from_boxes(
+        [pt("sofa", 0, 0), pt("bed", 0, 4), pt("desk", 3, 0), pt("box", 1, 1), pt("tv", -2, 2)]
+    )
+    rng = random.Random(0)
+    q = make_question("vertical_direction", ["sofa", "bed", "desk", "box"], m, rng)
+    assert q.text == (
+        "Considering the vector from sofa to bed as the 'forward/backward' direction, "
+        "how is the desk positioned relative to the box?"
+    )
+    q = make_question(
+        "horizontal_direction", ["sofa", "bed", "desk", "box"], m, rng, variant="left"
+    )
+    assert (
+        q.text
+        == "If the bed is directly to the left of the sofa, what is the direction of the desk from the box?"
+    )
+    assert q.params["variant"] == "left"
+    q = make_question("min_distance", ["sofa", "bed"], m, rng)
+    assert q.text == (
+        "Measuring from the closest points between the two objects, what is the distance between "
+        "the sofa and the bed in meters?"
+    )
+    q = make_question("object_size", ["tv"], m, rng)
+    assert q.text == "What is the maximum dimension (either width or length) of the tv in meters?"
+    q = make_question("relative_direction", ["sofa", "bed"], m, rng)
+    assert (
+        q.text == "From the camera's perspective, what is the direction of the sofa from the bed?"
+    )
+    q = make_question("object_count", ["box"], m, rng)
+    assert q.text == "How many 'box' objects are there in this scene?" and q.answer == "1"
+    q = make_question("nearest_object", ["sofa"], m, rng, option_pool=["bed", "desk", "box", "tv"])
+    assert q.text.startswith("Considering the center point of the sofa as a reference point")
+    assert q.options[LETTERS.index(q.answer)] == "box"
+    assert q.prompt().splitlines()[1:] == [
+        f"{L}. {o}" for L, o in zip(LETTERS, q.options, strict=True)
+    ]
+    with pytest.raises(ValueError, match="variant"):
+        make_question("horizontal_direction", ["sofa", "bed", "desk", "box"], m, rng)
+
+
+def test_options_are_a_seeded_shuffle():
+    m = CogMap.from_boxes([pt("sofa", -1, 3), pt("bed", 0, 1)])
+    orders = {
+        tuple(make_question("relative_direction", ["sofa", "bed"], m, random.Random(s)).options)
+        for s in range(20)
+    }
+    assert len(orders) > 3 and all(sorted(o) == sorted(QUADS) for o in orders)
+    same = [
+        make_question("relative_direction", ["sofa", "bed"], m, random.Random(7)) for _ in range(2)
+    ]
+    assert same[0] == same[1]
+
+
+def test_qvs_shares_for_500_questions():
+    assert set(QVS_TASK_SHARES) == set(TASKS) - {"nearest_object"}
+    tasks = allocate(500, QVS_TASK_SHARES)
+    assert tasks == {
+        "vertical_direction": 126,
+        "horizontal_direction": 126,
+        "min_distance": 63,
+        "object_size": 59,
+        "relative_direction": 63,
+        "object_count": 63,
+    }
+    assert allocate(500, QVS_FRAME_SHARES) == {1: 101, 4: 101, 8: 101, 12: 101, 16: 96}
+    assert sum(allocate(37, QVS_TASK_SHARES).values()) == 37
+
+
+# ---- well-posedness ------------------------------------------------------------------------------
+
+
+def q_of(task, params, m):
+    return Question(task, "", solve(task, params, m), params)
+
+
+def test_well_posed_rejects_duplicates_and_invisible():
+    m = CogMap.from_boxes([pt("sofa", -1, 3), pt("bed", 0, 1), pt("bed", 3, 3)])
+    q = q_of("relative_direction", mc("", ["sofa", "bed"]), m)
+    assert any("unique" in p for p in check_well_posed(q, m))
+    m = CogMap.from_boxes([pt("sofa", -1, 3), pt("bed", 0, 1)])
+    q = q_of("relative_direction", mc("", ["sofa", "bed"]), m)
+    assert check_well_posed(q, m) == []
+    assert any("visible" in p for p in check_well_posed(q, m, visible={"bed"}))
+    count = q_of("object_count", {"category": "sofa"}, m)
+    assert check_well_posed(count, m, visible=set()) == []  # counts are exempt
+
+
+def test_well_posed_direction_margin():
+    # 3 degrees from the forward axis: too close to the Left/Right boundary
+    m = CogMap.from_boxes([pt("sofa", 0.1, 3.0), pt("bed", 0, 0)])
+    q = q_of("relative_direction", mc("", ["sofa", "bed"]), m)
+    assert any("boundary" in p for p in check_well_posed(q, m))
+    m = CogMap.from_boxes([pt("sofa", 2.0, 3.0), pt("bed", 0, 0)])
+    assert check_well_posed(q_of("relative_direction", mc("", ["sofa", "bed"]), m), m) == []
+
+
+def test_well_posed_numerical_rules():
+    m = CogMap.from_boxes(
+        [("sofa", (0, 0, 1, 1)), ("bed", (1.15, 0, 2, 1)), ("box", (0.04, 3, 0.3, 3.1))]
+    )
+    close = q_of("min_distance", {"objects": ["sofa", "bed"]}, m)
+    assert any("below 0.2" in p for p in check_well_posed(close, m))
+    small = q_of("object_size", {"objects": ["box"]}, m)  # 0.26 m reads as 0.3 m: 15% off
+    assert any("% off" in p for p in check_well_posed(small, m))
+
+
+def test_well_posed_nearest_gap():
+    m = CogMap.from_boxes(
+        [pt("sofa", 0, 0), pt("bed", 0, 2.0), pt("desk", 2.1, 0), pt("box", 5, 5), pt("tv", -4, 4)]
+    )
+    q = q_of("nearest_object", {"objects": ["sofa"], "options": ["bed", "desk", "box", "tv"]}, m)
+    assert any("differ by" in p for p in check_well_posed(q, m))
+
+
+# ---- properties over random layouts -----------------------------------------------------------
+
+
+@given(st.integers(0, 10**6), st.sampled_from(sorted(TASKS)))
+def test_generated_questions_solve_to_their_answer(seed, task):
+    rng = random.Random(seed)
+    scene = random_scene_map(rng, 10)
+    q = generate_question(task, scene, rng)
+    if q is None:
+        return
+    assert check_well_posed(q, scene) == []
+    assert solve(task, q.params, scene) == q.answer
+    assert solve(task, q.params, relevant_map(task, q.params, scene)) == q.answer
+    # the target: complete format, its map, and an answer that earns full marks
+    target = make_target(q, scene)
+    r = parse_response(target)
+    assert r.format_ok and r.cogmap == relevant_map(task, q.params, scene).rounded()
+    assert score_answer(task, target, q.answer).score == 1.0
+    assert paper_score(target, q.answer) == {"overall": 1.0, "format": 1.0, "accuracy": 1.0}
+    assert write_think(task, q.params, r.cogmap).endswith(
+        f"option {r.answer}." if TASKS[task].kind == "multiple_choice" else "."
+    )
+
+
+@given(
+    st.integers(0, 10**6),
+    st.sampled_from(
+        ["vertical_direction", "horizontal_direction", "relative_direction", "nearest_object"]
+    ),
+    st.floats(-100, 100),
+    st.floats(-100, 100),
+)
+def test_direction_answers_ignore_translation(seed, task, dx, dy):
+    rng = random.Random(seed)
+    scene = random_scene_map(rng, 10)
+    q = generate_question(task, scene, rng)
+    if q is None:
+        return
+    assert solve(task, q.params, scene.translated(dx, dy)) == q.answer
+
+
+@given(st.integers(0, 10**6), st.sampled_from(sorted(TASKS)), st.sampled_from([10, 20]))
+def test_grid_maps_are_solvable(seed, task, n):
+    rng = random.Random(seed)
+    scene = random_scene_map(rng, 10)
+    q = generate_question(task, scene, rng)
+    if q is None:
+        return
+    grid = scene.to_grid(n)
+    assert len(grid) == len(scene) and all(o.bbox[0] == o.bbox[2] for o in grid)
+    answer = solve(task, q.params, grid)
+    if answer is None:  # only when A and B share a cell: no direction to define a frame
+        a, b = (grid.find(n).center for n in q.params["objects"][:2])
+        assert task in ("vertical_direction", "horizontal_direction") and a == b

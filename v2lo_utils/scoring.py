@@ -1,0 +1,157 @@
+"""Benchmark scores (spec section 3): answer extraction, MRA, multiple-choice accuracy, map metrics.
+
+Lengths are meters in the map frame. Extraction reads the LAST ``<answer>...</answer>``; anything
+unparseable scores 0 and counts as an extraction failure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from . import geometry as geo
+from .cogmap import CogMap, name_key
+from .questions import MC, TASKS
+
+# VSI-Bench: theta in {0.50, 0.55, ..., 0.95}, correct when rel. error <= 1 - theta.
+# np.linspace(0.5, 0.95, 10) computed the same way (i * step + start, exact end point).
+_STEP = (0.95 - 0.5) / 9
+MRA_THETAS = (*(i * _STEP + 0.5 for i in range(9)), 0.95)
+
+_ANSWER_RE = re.compile(r"<\s*answer\s*>(.*?)<\s*/\s*answer\s*>", re.DOTALL)
+_LETTER_RE = re.compile(r"^[\s(\[*'\"]*([A-Za-z])(?![A-Za-z0-9])")
+_NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def answer_text(completion: str) -> str | None:
+    """The stripped content of the last <answer> tag, or None."""
+    found = _ANSWER_RE.findall(completion) if isinstance(completion, str) else []
+    return found[-1].strip() if found else None
+
+
+def extract_choice(completion: str) -> str | None:
+    """The option letter the last answer starts with ('D', '(d)', 'D. sofa' -> 'D'), or None."""
+    text = answer_text(completion)
+    m = _LETTER_RE.match(text) if text is not None else None
+    return m.group(1).upper() if m else None
+
+
+def extract_number(completion: str) -> float | None:
+    """The first finite numeric literal in the last answer, or None."""
+    text = answer_text(completion)
+    m = _NUMBER_RE.search(text) if text is not None else None
+    if not m:
+        return None
+    value = float(m.group(0))
+    return value if math.isfinite(value) else None
+
+
+def mra(pred: float, gt: float) -> float:
+    """Mean relative accuracy over the ten thresholds; absolute error when gt == 0."""
+    if not (math.isfinite(pred) and math.isfinite(gt)):
+        return 0.0
+    err = abs(pred - gt) / abs(gt) if gt != 0 else abs(pred - gt)
+    return sum(err <= 1 - t for t in MRA_THETAS) / len(MRA_THETAS)
+
+
+def mc_accuracy(pred: str | None, gt: str) -> float:
+    """1.0 when the option letters agree, ignoring case."""
+    return float(pred is not None and pred.strip().upper() == gt.strip().upper())
+
+
+@dataclass(frozen=True)
+class AnswerScore:
+    score: float  # in [0, 1]
+    extracted: str | float | None
+    failed: bool  # nothing parseable in the answer
+
+
+def score_answer(task: str, completion: str, gt: str) -> AnswerScore:
+    """QVS-Bench score of one completion against the ground-truth answer text."""
+    if TASKS[task].kind == MC:
+        letter = extract_choice(completion)
+        return AnswerScore(mc_accuracy(letter, gt), letter, letter is None)
+    value = extract_number(completion)
+    if value is None:
+        return AnswerScore(0.0, None, True)
+    return AnswerScore(mra(value, float(gt)), value, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Map quality
+
+
+@dataclass(frozen=True)
+class MapMatch:
+    """One-to-one matching of a predicted map to the ground truth by object name."""
+
+    pairs: tuple[tuple[int, int], ...]  # (pred index, gt index)
+    n_pred: int
+    n_gt: int
+    center_errors: tuple[float, ...]  # m, per pair
+    ious: tuple[float, ...]  # per pair
+
+    @property
+    def precision(self) -> float:
+        return len(self.pairs) / self.n_pred if self.n_pred else float(self.n_gt == 0)
+
+    @property
+    def recall(self) -> float:
+        return len(self.pairs) / self.n_gt if self.n_gt else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    @property
+    def mean_center_error(self) -> float | None:
+        """Mean centroid distance over matched objects (m); None when nothing matched."""
+        return sum(self.center_errors) / len(self.center_errors) if self.pairs else None
+
+    @property
+    def mean_iou(self) -> float | None:
+        return sum(self.ious) / len(self.ious) if self.pairs else None
+
+    @property
+    def quality(self) -> float:
+        """Summed IoU of matches over max(n_pred, n_gt): 1 only for a perfect, complete map."""
+        denom = max(self.n_pred, self.n_gt)
+        return sum(self.ious) / denom if denom else 1.0
+
+    def summary(self) -> dict:
+        return {
+            "n_pred": self.n_pred,
+            "n_gt": self.n_gt,
+            "matched": len(self.pairs),
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "center_error_m": self.mean_center_error,
+            "iou": self.mean_iou,
+            "quality": self.quality,
+        }
+
+
+def match_maps(pred: CogMap, gt: CogMap) -> MapMatch:
+    """Match objects of the same name one to one, nearest centroids first (greedy)."""
+    cands = []
+    for i, p in enumerate(pred.objects):
+        pk = name_key(p.name)
+        for j, g in enumerate(gt.objects):
+            if name_key(g.name) == pk:
+                cands.append((geo.center_distance(p.bbox, g.bbox), i, j))
+    cands.sort()
+    used_p: set[int] = set()
+    used_g: set[int] = set()
+    pairs, errs, ious = [], [], []
+    for d, i, j in cands:
+        if i in used_p or j in used_g:
+            continue
+        used_p.add(i)
+        used_g.add(j)
+        pairs.append((i, j))
+        errs.append(d)
+        ious.append(geo.iou(pred.objects[i].bbox, gt.objects[j].bbox))
+    return MapMatch(tuple(pairs), len(pred), len(gt), tuple(errs), tuple(ious))
