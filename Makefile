@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: venv
-	$(VENV)/bin/v2lo demo
+	$(VENV)/bin/v2lo run --profile $(PROFILE)
 
 test: venv
 	$(PY) -m pytest -q
@@ -38,6 +38,7 @@ format: venv
 
 bench: venv
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_data.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -68,10 +68,107 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_config(args: argparse.Namespace, **extra):
+    from .dataset import BuildConfig
+
+    return BuildConfig(seed=args.seed, image_size=args.image_size, workers=args.workers, **extra)
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from .dataset import build_training_set
+
+    cfg = _build_config(
+        args, scenes=args.scenes, clips_per_scene=args.clips, val_fraction=args.val_fraction
+    )
+    counts = build_training_set(args.out, cfg)
+    print(f"{args.out}: {counts['train']} train rows, {counts['val']} val rows")
+    return 0
+
+
+def cmd_data_qvs(args: argparse.Namespace) -> int:
+    from .dataset import build_qvs_bench
+
+    n = build_qvs_bench(args.out, _build_config(args, questions=args.questions))
+    print(f"{args.out}/qvs_bench.jsonl: {n} questions")
+    return 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .dataset import Dataset, write_jsonl
+    from .exporters import export_rows
+
+    ds = Dataset.load(args.data)
+    if args.split not in ds.rows:
+        raise SystemExit(
+            f"v2lo: {args.data} has no split {args.split!r} (has {', '.join(ds.rows)})"
+        )
+    out = Path(args.out)
+    rel = out.parent if args.relative else None
+    rows = export_rows(ds.rows[args.split], args.format, ds.root, grid=args.grid, relative_to=rel)
+    print(f"{out}: {write_jsonl(out, rows)} {args.format} rows")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import RunError, parse_overrides, run_profile
+
+    only = [s for item in args.only or [] for s in item.split(",") if s]
+    try:
+        result = run_profile(
+            args.profile, only=only, overrides=parse_overrides(args.param or []), run_id=args.run_id
+        )
+    except RunError as err:
+        print(f"v2lo run: {err}", file=sys.stderr)
+        return 1
+    print(f"run finished: {result.run_dir} ({', '.join(result.notebooks)})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="v2lo", description="Video2Layout workbook")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("run", help="execute the numbered notebooks of a profile with papermill")
+    sp.add_argument("--profile", default="demo", help="smoke, demo or paper (profiles.toml)")
+    sp.add_argument("--only", action="append", help="notebook numbers or stems, e.g. 01,02")
+    sp.add_argument(
+        "-p", "--param", action="append", metavar="KEY=VALUE", help="override a parameter"
+    )
+    sp.add_argument(
+        "--run-id", help="run folder name under outputs/runs (default: time and profile)"
+    )
+    sp.set_defaults(func=cmd_run)
+
+    data = sub.add_parser("data", help="build and export datasets").add_subparsers(
+        dest="data_command", required=True
+    )
+    for name, helptext in (("build", "training set"), ("qvs", "QVS-Bench-Sim")):
+        sp = data.add_parser(name, help=helptext)
+        sp.add_argument("--out", required=True, help="dataset folder")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--image-size", type=int, default=224, help="frame width and height (px)")
+        sp.add_argument("--workers", type=int, default=2, help="processes (default: both cores)")
+        if name == "build":
+            sp.add_argument("--scenes", type=int, required=True)
+            sp.add_argument("--clips", type=int, default=1, help="clips per scene")
+            sp.add_argument("--val-fraction", type=float, default=0.1)
+            sp.set_defaults(func=cmd_data_build)
+        else:
+            sp.add_argument("--questions", type=int, default=500)
+            sp.set_defaults(func=cmd_data_qvs)
+    sp = data.add_parser("export", help="rows in ms-swift, EasyR1 or TRL format")
+    sp.add_argument("--data", required=True, help="dataset folder")
+    sp.add_argument(
+        "--format", required=True, choices=["ms-swift", "easyr1", "trl-sft", "trl-grpo"]
+    )
+    sp.add_argument("--split", default="train", help="train, val or qvs")
+    sp.add_argument("--grid", type=int, help="grid-map targets with this grid size instead")
+    sp.add_argument("--relative", action="store_true", help="image paths relative to the output")
+    sp.add_argument("--out", required=True, help="output .jsonl")
+    sp.set_defaults(func=cmd_data_export)
 
     sp = sub.add_parser("parse", help="parse a completion into map, think and answer (JSON)")
     sp.add_argument("file", nargs="?", default="-", help="completion text file (default: stdin)")

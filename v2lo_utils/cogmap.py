@@ -153,6 +153,20 @@ def format_map(cogmap: CogMap, tags: bool = True) -> str:
     return f"<map>{body}</map>" if tags else body
 
 
+def format_grid_map(cogmap: CogMap, n: int, extent: Box, tags: bool = True) -> str:
+    """The grid-map text of the baseline (spec section 1): each object's center as the
+    (column, row) of an n x n grid over ``extent`` (m, map frame); column 0 at the smallest x,
+    row 0 at the smallest y. The header states the cell size so distances can be computed."""
+    cw, ch = (extent[2] - extent[0]) / n, (extent[3] - extent[1]) / n
+    items = ", ".join(
+        f'{{"object_name": {json.dumps(o.name, ensure_ascii=False)}, '
+        f'"cell": [{", ".join(map(str, geo.grid_cell(o.center, extent, n)))}]}}'
+        for o in cogmap.objects
+    )
+    body = f"Establish a {n} x {n} grid of {cw:.2f} x {ch:.2f} m cells : [{items}]"
+    return f"<map>{body}</map>" if tags else body
+
+
 def format_response(cogmap: CogMap, think: str, answer: str) -> str:
     """A full target: ``<map>...</map><think>...</think><answer>...</answer>``."""
     return f"{format_map(cogmap)}<think>{think}</think><answer>{answer}</answer>"

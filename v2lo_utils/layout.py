@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import geometry as geo
@@ -56,8 +57,10 @@ def place_furniture(
     gap: float = 0.25,
     margin: float = 0.05,
     tries: int = 60,
+    keep_clear: Sequence[Box] = (),
 ) -> list[Placed]:
-    """Up to ``n_objects`` pieces, no two closer than ``gap`` meters, wall pieces against a wall.
+    """Up to ``n_objects`` pieces, no two closer than ``gap`` meters, wall pieces against a wall,
+    none overlapping a ``keep_clear`` region (room frame, m; e.g. a camera's path).
 
     Categories respect their ``max_count``; sizes jitter around the catalog's; coordinates are
     rounded to 1 cm so that maps stored as JSON reload exactly.
@@ -74,7 +77,11 @@ def place_furniture(
         w, d = cat.size[0] * s, cat.size[1] * s
         for _ in range(tries):
             box = _candidate(rng, room, cat, w, d, margin)
-            if box and not any(_overlaps(box, p.box, gap) for p in placed):
+            if (
+                box
+                and not any(_overlaps(box, p.box, gap) for p in placed)
+                and not any(_overlaps(box, k, 0.0) for k in keep_clear)
+            ):
                 h = round(cat.height * (1 + rng.uniform(-0.1, 0.1)), 2)
                 placed.append(Placed(cat, box, h))
                 counts[cat.name] = counts.get(cat.name, 0) + 1

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import geometry as geo
-from .cogmap import CogMap, format_response, name_key
+from .cogmap import CogMap, format_grid_map, format_response, name_key
 
 MC, NUMERICAL = "multiple_choice", "numerical"
 LETTERS = "ABCD"
@@ -380,6 +380,23 @@ def make_target(question: Question, scene: CogMap) -> str:
     return format_response(shown, think, solve(question.task, question.params, shown) or "")
 
 
+def make_grid_target(question: Question, scene: CogMap, extent: geo.Box, n: int = 10) -> str:
+    """The grid-map variant of a target: the question's objects as cells of an n x n grid over
+    ``extent`` (m, map frame), the think over cell centers, and the answer the grid implies
+    (which may differ from ``question.answer``: that gap is what the grid loses)."""
+    shown = relevant_map(question.task, question.params, scene)
+    grid = shown.to_grid(n, extent)
+    answer = solve(question.task, question.params, grid)
+    think = (
+        write_think(question.task, question.params, grid)
+        if answer is not None
+        else "Two objects share a grid cell, so the direction is undefined."
+    )
+    return (
+        f"{format_grid_map(shown, n, extent)}<think>{think}</think><answer>{answer or ''}</answer>"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Building questions and keeping only well-posed ones
 
@@ -499,7 +516,12 @@ def generate_question(
         if task == "object_count":
             if not categories:
                 return None
-            q = make_question(task, [rng.choice(categories)], scene, rng)
+            # pick the count first, then a category with it: answers spread over 1, 2, 3, ...
+            by_count: dict[int, list[str]] = {}
+            for c in categories:
+                by_count.setdefault(scene.count(c), []).append(c)
+            pool = by_count[rng.choice(sorted(by_count))]
+            q = make_question(task, [rng.choice(pool)], scene, rng)
         else:
             need = spec.n_objects + (4 if task == "nearest_object" else 0)
             if len(unique) < need:

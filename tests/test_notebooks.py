@@ -1,0 +1,107 @@
+"""Headless notebooks (papermill through the runner), the runner's failure report, the explorer."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
+from v2lo_utils.explorer import Explorer
+from v2lo_utils.runner import RunError, find_notebooks, parse_overrides, run_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_documents(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert len(code) <= 12 and all(len(c.source.splitlines()) <= 15 for c in code)
+
+
+def test_notebook_01_runs_headless_under_smoke(tmp_path):
+    over = {"data_dir": str(tmp_path / "train"), "qvs_dir": str(tmp_path / "qvs")}
+    result = run_profile(
+        "smoke", only=["01"], overrides=over, run_id="t", runs_dir=tmp_path / "runs"
+    )
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert [n["status"] for n in run["notebooks"]] == ["ok"]
+    assert run["notebooks"][0]["parameters"]["scenes"] == 4  # from profiles.toml
+    executed = nbformat.read(result.run_dir / "01_data_inspection.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert outputs and not [o for o in outputs if o.output_type == "error"]
+    plotly = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(plotly) >= 6
+    metrics = json.loads((result.run_dir / "01_data_metrics.json").read_text())
+    assert metrics["qvs"]["qvs"]["rows"] == 20 and metrics["train"]["train"]["rows"] > 0
+
+
+def test_runner_names_the_failing_notebook_and_cell(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("run_dir = ''"),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("1 / 0"),
+    ]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    (tmp_path / "nbs").mkdir()
+    nbformat.write(nb, tmp_path / "nbs" / "01_broken.ipynb")
+    nbformat.write(nb, tmp_path / "nbs" / "02_never.ipynb")
+    with pytest.raises(
+        RunError, match=r"01_broken\.ipynb failed in cell 3 \('1 / 0'\): ZeroDivisionError"
+    ):
+        run_profile("smoke", notebooks_dir=tmp_path / "nbs", run_id="r", runs_dir=tmp_path / "runs")
+    run = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())
+    assert [n["notebook"] for n in run["notebooks"]] == ["01_broken.ipynb"]  # the run stopped there
+    assert "ZeroDivisionError" in (tmp_path / "runs" / "r" / "run.log").read_text()
+
+
+def test_runner_arguments(tmp_path):
+    assert parse_overrides(["scenes=3", "data_dir=out/x", "flag=true", "xs=[1, 2]"]) == {
+        "scenes": 3,
+        "data_dir": "out/x",
+        "flag": True,
+        "xs": [1, 2],
+    }
+    with pytest.raises(RunError, match="not key=value"):
+        parse_overrides(["scenes"])
+    with pytest.raises(RunError, match="no notebook 09"):
+        find_notebooks(ROOT / "notebooks", ["09"])
+    with pytest.raises(RunError, match="unknown profile"):
+        run_profile("huge", runs_dir=tmp_path)
+
+
+def test_explorer_follows_its_controls(tmp_path):
+    build_training_set(tmp_path, BuildConfig(scenes=3, seed=1, image_size=64, workers=1))
+    ex = Explorer(Dataset.load(tmp_path))
+    ex.task.value = "object_count"  # asked at every frame count (its answer is the scene truth)
+    assert set(ex.frames.options) == {1, 4, 8, 12, 16}
+    seen = {}
+    for k in ex.frames.options:
+        ex.frames.value = k
+        row = ex.current
+        assert row["num_frames"] == k and row["scene_id"] == ex.scene.value
+        fig = ex.figure(row)
+        scene, hidden = ex.ds.hidden_objects(row)
+        assert len(fig.layout.shapes) == len(scene.objects)  # one shape per object
+        seen[k] = sum(s.line.dash == "dot" for s in fig.layout.shapes) == len(hidden)
+    assert all(seen.values())
+    assert len({len(ex.ds.hidden_objects(r)[1]) for r in rows_of(ex)}) > 1  # frames matter
+    before = ex.current["id"]
+    ex.task.value = next(t for t in ex.task.options if t != ex.task.value)
+    assert ex.current["id"] != before and ex.current["task"] == ex.task.value
+
+
+def rows_of(ex):
+    """The explorer's rows for its current scene, clip and task, one per frame count."""
+    return [ex.index[(ex.scene.value, ex.clip.value, ex.task.value, k)] for k in ex.frames.options]

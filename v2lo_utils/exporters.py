@@ -1,0 +1,110 @@
+"""Dataset rows -> the interchange formats the field trains with (spec section 5).
+
+- ms-swift SFT: {"messages": [user "<image>"*k + prompt, assistant target], "images": [...]}
+- EasyR1 RL: {"question": "<image>"*k + prompt, "answer": ..., "image_path": [...]}
+- TRL SFT: {"messages": [user content parts (k images, then text), assistant text], "images": [...]}
+- TRL GRPO: {"prompt": [user message], "images": [...], plus the columns rewards read:
+  answer, task, map, params}
+
+Image paths are absolute unless ``relative_to`` is given. ``grid=N`` swaps every target for its
+N x N grid-map variant.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .cogmap import CogMap
+from .questions import Question, make_grid_target
+
+FORMATS = ("ms-swift", "easyr1", "trl-sft", "trl-grpo")
+
+
+def _paths(row: dict, root: Path, relative_to: Path | None) -> list[str]:
+    out = []
+    for p in row["frames"]:
+        full = (root / p).resolve()
+        out.append(str(os.path.relpath(full, relative_to) if relative_to else full))
+    return out
+
+
+def target_of(row: dict, grid: int | None = None) -> str:
+    """The row's target, or its grid-map variant over the row's map extent."""
+    if not grid:
+        return row["target"]
+    q = Question(row["task"], row["question"], row["answer"], row["params"])
+    return make_grid_target(q, CogMap.from_json(row["map"]), tuple(row["map_extent"]), grid)
+
+
+def to_ms_swift(row: dict, images: list[str], target: str) -> dict:
+    return {
+        "messages": [
+            {"role": "user", "content": "<image>" * len(images) + row["prompt"]},
+            {"role": "assistant", "content": target},
+        ],
+        "images": images,
+    }
+
+
+def to_easyr1(row: dict, images: list[str], target: str) -> dict:
+    return {
+        "question": "<image>" * len(images) + row["prompt"],
+        "answer": row["answer"],
+        "image_path": images,
+        "task": row["task"],
+    }
+
+
+def _user_message(row: dict, n_images: int) -> dict:
+    return {
+        "role": "user",
+        "content": [{"type": "image"}] * n_images + [{"type": "text", "text": row["prompt"]}],
+    }
+
+
+def to_trl_sft(row: dict, images: list[str], target: str) -> dict:
+    return {
+        "messages": [
+            _user_message(row, len(images)),
+            {"role": "assistant", "content": [{"type": "text", "text": target}]},
+        ],
+        "images": images,
+    }
+
+
+def to_trl_grpo(row: dict, images: list[str], target: str) -> dict:
+    return {
+        "prompt": [_user_message(row, len(images))],
+        "images": images,
+        "answer": row["answer"],
+        "task": row["task"],
+        "map": row["map"],
+        "params": row["params"],
+        "id": row["id"],
+    }
+
+
+CONVERTERS: dict[str, Callable[[dict, list[str], str], dict]] = {
+    "ms-swift": to_ms_swift,
+    "easyr1": to_easyr1,
+    "trl-sft": to_trl_sft,
+    "trl-grpo": to_trl_grpo,
+}
+
+
+def export_rows(
+    rows: Iterable[dict],
+    fmt: str,
+    root: str | Path,
+    grid: int | None = None,
+    relative_to: str | Path | None = None,
+) -> list[dict]:
+    """Convert dataset rows (frames relative to ``root``) to format ``fmt``."""
+    if fmt not in CONVERTERS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    root_p = Path(root)
+    rel = Path(relative_to).resolve() if relative_to is not None else None
+    convert = CONVERTERS[fmt]
+    return [convert(r, _paths(r, root_p, rel), target_of(r, grid)) for r in rows]

@@ -1,0 +1,258 @@
+"""Plotly figures: clip frames, cognitive maps with the question's vectors, dataset statistics.
+
+Map figures are in the map frame (m): x to the first camera's right, y forward, equal scale.
+Every object is exactly one rectangle shape; cameras and vectors are traces and annotations.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+from PIL import Image
+
+from . import geometry as geo
+from .cogmap import CogMap
+from .questions import QVS_FRAME_SHARES, QVS_TASK_SHARES, TASKS
+
+GT_COLOR = "#2a6fdb"
+PRED_COLOR = "#e4572e"
+HIDDEN_COLOR = "#9aa5b1"
+
+
+def frames_figure(
+    root: str | Path, frames: Sequence[str], cols: int = 8, height: int = 180
+) -> go.Figure:
+    """The sampled frames of a clip side by side (``frames`` relative to ``root``)."""
+    images = np.stack([np.asarray(Image.open(Path(root) / f).convert("RGB")) for f in frames])
+    cols = min(cols, len(frames))
+    fig = px.imshow(images, facet_col=0, facet_col_wrap=cols, binary_string=True)
+    for i, ann in enumerate(fig.layout.annotations):
+        ann.text = Path(frames[i]).stem.replace("frame_", "frame ")
+    rows = -(-len(frames) // cols)
+    fig.update_layout(height=height * rows + 40, margin=dict(l=0, r=0, t=30, b=0))
+    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False)
+    return fig
+
+
+def question_vectors(task: str, params: dict, cogmap: CogMap) -> list[tuple[geo.Vec, geo.Vec, str]]:
+    """The arrows that explain a question: (start, end, label) in the map frame (m)."""
+
+    def c(name: str) -> geo.Vec | None:
+        o = cogmap.find(name)
+        return o.center if o else None
+
+    names = params.get("objects", [])
+    pts = [c(n) for n in names]
+    if any(p is None for p in pts):
+        return []
+    if task == "vertical_direction":
+        return [(pts[0], pts[1], "forward"), (pts[3], pts[2], "vector to evaluate")]
+    if task == "horizontal_direction":
+        label = "right" if params.get("variant") == "right" else "left"
+        return [(pts[0], pts[1], label), (pts[3], pts[2], "vector to evaluate")]
+    if task == "relative_direction":
+        return [(pts[1], pts[0], "vector to evaluate")]
+    if task == "nearest_object":
+        return [(pts[0], p, "") for p in (c(n) for n in params["options"]) if p is not None]
+    if task == "min_distance":
+        a, b = (cogmap.find(n) for n in names)
+        start, end = _closest_points(a.bbox, b.bbox)
+        return [(start, end, "closest points")]
+    return []
+
+
+def _closest_points(a: geo.Box, b: geo.Box) -> tuple[geo.Vec, geo.Vec]:
+    def axis(lo1, hi1, lo2, hi2):
+        if hi1 < lo2:
+            return hi1, lo2
+        if hi2 < lo1:
+            return lo1, hi2
+        m = (max(lo1, lo2) + min(hi1, hi2)) / 2
+        return m, m
+
+    x1, x2 = axis(a[0], a[2], b[0], b[2])
+    y1, y2 = axis(a[1], a[3], b[1], b[3])
+    return (x1, y1), (x2, y2)
+
+
+def cogmap_figure(
+    gt: CogMap,
+    pred: CogMap | None = None,
+    extent: geo.Box | None = None,
+    cameras: Sequence[tuple[geo.Vec, geo.Vec]] = (),
+    vectors: Sequence[tuple[geo.Vec, geo.Vec, str]] = (),
+    hidden: set[int] = frozenset(),
+    title: str = "",
+    height: int = 520,
+) -> go.Figure:
+    """A bird's-eye map: ground-truth boxes (``hidden`` indices dotted: not seen in the sampled
+    frames), optional predicted boxes, the room, the cameras and the question's vectors."""
+    fig = go.Figure()
+    if extent is not None:
+        x0, y0, x1, y1 = extent
+        fig.add_trace(
+            go.Scatter(
+                x=[x0, x1, x1, x0, x0],
+                y=[y0, y0, y1, y1, y0],
+                mode="lines",
+                line=dict(color="#555", width=1, dash="dash"),
+                name="room",
+                hoverinfo="skip",
+            )
+        )
+    for i, o in enumerate(gt.objects):
+        seen = i not in hidden
+        fig.add_shape(
+            type="rect",
+            x0=o.bbox[0],
+            y0=o.bbox[1],
+            x1=o.bbox[2],
+            y1=o.bbox[3],
+            line=dict(
+                color=GT_COLOR if seen else HIDDEN_COLOR, width=2, dash="solid" if seen else "dot"
+            ),
+            fillcolor=GT_COLOR if seen else HIDDEN_COLOR,
+            opacity=0.35,
+            name=o.name,
+        )
+    if len(gt):
+        cx, cy = zip(*(o.center for o in gt.objects), strict=True)
+        fig.add_trace(
+            go.Scatter(
+                x=cx,
+                y=cy,
+                mode="text",
+                text=gt.names(),
+                name="objects",
+                textfont=dict(size=11),
+                hovertext=[_box_text(o.bbox) for o in gt.objects],
+            )
+        )
+    if pred is not None and len(pred):
+        xs, ys = [], []
+        for o in pred.objects:
+            x0, y0, x1, y1 = o.bbox
+            xs += [x0, x1, x1, x0, x0, None]
+            ys += [y0, y0, y1, y1, y0, None]
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=ys, mode="lines", line=dict(color=PRED_COLOR, width=2), name="predicted"
+            )
+        )
+    if cameras:
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p, _ in cameras],
+                y=[p[1] for p, _ in cameras],
+                mode="markers",
+                marker=dict(symbol="triangle-up", size=9, color="black"),
+                name="cameras",
+            )
+        )
+        for p, f in cameras:
+            fig.add_annotation(
+                x=p[0] + 0.5 * f[0],
+                y=p[1] + 0.5 * f[1],
+                ax=p[0],
+                ay=p[1],
+                xref="x",
+                yref="y",
+                axref="x",
+                ayref="y",
+                showarrow=True,
+                arrowhead=2,
+                arrowcolor="black",
+                text="",
+            )
+    for start, end, label in vectors:
+        fig.add_annotation(
+            x=end[0],
+            y=end[1],
+            ax=start[0],
+            ay=start[1],
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            showarrow=True,
+            arrowhead=3,
+            arrowwidth=2,
+            arrowcolor="#2b9348",
+            text="",
+        )
+        if label:
+            fig.add_annotation(
+                x=(start[0] + end[0]) / 2,
+                y=(start[1] + end[1]) / 2,
+                text=label,
+                showarrow=False,
+                font=dict(color="#2b9348"),
+            )
+    fig.update_yaxes(scaleanchor="x", scaleratio=1, title="y (m, forward)")
+    fig.update_xaxes(title="x (m, right)")
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=40, r=10, t=40, b=40), showlegend=True
+    )
+    return fig
+
+
+def _box_text(b: geo.Box) -> str:
+    return f"[{b[0]:.2f}, {b[1]:.2f}, {b[2]:.2f}, {b[3]:.2f}]"
+
+
+def share_figure(rows: Sequence[dict], key: str, title: str) -> go.Figure:
+    """Measured shares of ``key`` ('task' or 'num_frames') beside QVS-Bench's."""
+    expected = QVS_TASK_SHARES if key == "task" else QVS_FRAME_SHARES
+    counts = Counter(r[key] for r in rows)
+    cats = list(expected) + [k for k in counts if k not in expected]
+    n = max(1, len(rows))
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=[str(c) for c in cats], y=[counts.get(c, 0) / n for c in cats], name="dataset"
+            ),
+            go.Bar(
+                x=[str(c) for c in cats], y=[expected.get(c, 0) for c in cats], name="QVS-Bench"
+            ),
+        ]
+    )
+    fig.update_layout(title=title, barmode="group", yaxis_tickformat=".0%", height=320)
+    return fig
+
+
+def answers_figure(rows: Sequence[dict]) -> go.Figure:
+    """Answer distributions: option letters for multiple choice, values for numerical tasks."""
+    from plotly.subplots import make_subplots
+
+    tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
+    fig = make_subplots(rows=1, cols=max(1, len(tasks)), subplot_titles=tasks)
+    for i, t in enumerate(tasks, start=1):
+        vals = [r["answer"] for r in rows if r["task"] == t]
+        if TASKS[t].kind == "numerical":
+            fig.add_trace(
+                go.Histogram(x=[float(v) for v in vals], nbinsx=15, showlegend=False), 1, i
+            )
+        else:
+            c = Counter(vals)
+            fig.add_trace(go.Bar(x=sorted(c), y=[c[k] for k in sorted(c)], showlegend=False), 1, i)
+    fig.update_layout(title="Answer distributions", height=300, margin=dict(t=60))
+    return fig
+
+
+def visibility_figure(table: dict[int, list[float]]) -> go.Figure:
+    """Box plot of the fraction of a scene's objects seen, per number of sampled frames."""
+    fig = go.Figure([go.Box(y=v, name=str(k)) for k, v in sorted(table.items())])
+    fig.update_layout(
+        title="Objects seen against frames sampled",
+        xaxis_title="frames",
+        yaxis_title="fraction of the scene's objects",
+        yaxis_tickformat=".0%",
+        height=320,
+        showlegend=False,
+    )
+    return fig
