@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
+UNSLOTH_VERSION ?= 2026.10.9
 PROFILE ?= demo
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
@@ -20,6 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# the GPU backend's wheel, unpacked by nothing: the API-drift tests read its signatures
+	$(PY) -m pip download --quiet --no-deps --dest $(VENV)/wheels "unsloth==$(UNSLOTH_VERSION)"
 	touch $@
 
 run: venv
@@ -39,6 +42,7 @@ format: venv
 bench: venv
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_data.py
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -126,6 +126,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_sft(args: argparse.Namespace) -> int:
+    import json
+
+    from .sft import SFTParams, train_sft
+
+    result = train_sft(SFTParams.from_file(args.config))
+    print(json.dumps({k: v for k, v in result.to_json().items() if k != "log_history"}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="v2lo", description="Video2Layout workbook")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -169,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--relative", action="store_true", help="image paths relative to the output")
     sp.add_argument("--out", required=True, help="output .jsonl")
     sp.set_defaults(func=cmd_data_export)
+
+    train = sub.add_parser("train", help="training stages (for accelerate launch)").add_subparsers(
+        dest="train_command", required=True
+    )
+    sp = train.add_parser("sft", help="supervised fine-tuning from a JSON config")
+    sp.add_argument("--config", required=True, help="JSON file of SFTParams fields")
+    sp.set_defaults(func=cmd_train_sft)
 
     sp = sub.add_parser("parse", help="parse a completion into map, think and answer (JSON)")
     sp.add_argument("file", nargs="?", default="-", help="completion text file (default: stdin)")

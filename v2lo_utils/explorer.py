@@ -97,3 +97,52 @@ class Explorer:
             hidden=hidden,
             title=f"{row['scene_id']} / {row['clip_id']}: ground-truth map, {row['num_frames']} frames",
         )
+
+
+def prediction_figure(row: dict, completion: str):
+    """The row's ground-truth map (the question's objects) with the completion's parsed map."""
+    from .cogmap import CogMap, parse_response
+
+    gt = CogMap.from_json(row["map"])
+    pred = parse_response(completion).cogmap
+    status = "parsed" if pred is not None else "no parseable map"
+    return cogmap_figure(
+        gt,
+        pred=pred,
+        extent=tuple(row["map_extent"]),
+        vectors=question_vectors(row["task"], row["params"], gt),
+        title=f"{row['id']}: ground truth (blue) vs prediction (red, {status})",
+        height=420,
+    )
+
+
+class PredictionBrowser:
+    """Pick an evaluated row: its frames, the completion, and the predicted map over the truth."""
+
+    def __init__(self, root, rows: list[dict], completions: list[str]) -> None:
+        import html
+
+        import ipywidgets as w
+
+        self.root, self.rows, self.completions = root, rows, completions
+        self.pick = w.Dropdown(
+            options=[(f"{r['id']} ({r['task']})", i) for i, r in enumerate(rows)], description="row"
+        )
+        self.text = w.HTML()
+        self.out = w.Output()
+        self.widget = w.VBox([self.pick, self.text, self.out])
+        self._escape = html.escape
+        self.pick.observe(lambda _: self.show(self.pick.value), "value")
+        if rows:
+            self.show(0)
+
+    def show(self, i: int) -> None:
+        row, completion = self.rows[i], self.completions[i]
+        self.text.value = (
+            f"<b>{self._escape(row['question'])}</b> answer {row['answer']}<br>"
+            f"<pre style='white-space: pre-wrap'>{self._escape(completion)}</pre>"
+        )
+        self.out.clear_output(wait=True)
+        with self.out:
+            frames_figure(self.root, row["frames"]).show()
+            prediction_figure(row, completion).show()

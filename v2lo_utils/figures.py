@@ -256,3 +256,23 @@ def visibility_figure(table: dict[int, list[float]]) -> go.Figure:
         showlegend=False,
     )
     return fig
+
+
+def loss_figure(log_history: Sequence[dict], title: str = "Training loss") -> go.Figure:
+    """Training loss against step from a trainer's log history."""
+    pts = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers"))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=320)
+    return fig
+
+
+def compare_figure(stages: dict[str, dict], keys: Sequence[str], title: str) -> go.Figure:
+    """Grouped bars of summary metrics (``keys``) for each stage (e.g. before / after SFT)."""
+    fig = go.Figure(
+        [
+            go.Bar(name=stage, x=list(keys), y=[s.get(k) or 0.0 for k in keys])
+            for stage, s in stages.items()
+        ]
+    )
+    fig.update_layout(title=title, barmode="group", height=340)
+    return fig

@@ -112,7 +112,7 @@ def run_profile(
         declared = pm.inspect_notebook(str(nb))
         params = {**notebook_parameters(profile, nb.stem, profiles), **(overrides or {})}
         params["run_dir"] = str(run_dir)
-        params = {k: v for k, v in params.items() if k in declared}
+        params = {k: _fill(v, run_dir) for k, v in params.items() if k in declared}
         entry = {"notebook": nb.name, "parameters": params, "status": "running"}
         summary["notebooks"].append(entry)
         _append(log, f"{_now()} start {nb.name} {json.dumps(params)}")
@@ -136,6 +136,11 @@ def run_profile(
         _append(log, f"{_now()} done {nb.name} in {entry['seconds']} s")
         _write_summary(run_dir, summary)
     return RunResult(run_dir, [nb.name for nb in notebooks])
+
+
+def _fill(value: object, run_dir: Path) -> object:
+    """Profile strings may name the run folder as {run_dir} (e.g. the previous stage's output)."""
+    return value.replace("{run_dir}", str(run_dir)) if isinstance(value, str) else value
 
 
 def _now() -> str:

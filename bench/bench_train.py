@@ -1,0 +1,93 @@
+"""Training throughput on this machine: SFT samples per second for the tiny and small presets,
+next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead).
+
+    python bench/bench_train.py [--steps 30] [--batch 8]
+
+Both paths collate the same rows with the same collator each step, start from the same weights,
+and use AdamW with the same learning rate; one thread (OMP_NUM_THREADS=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch
+
+from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
+from v2lo_utils.models import create_preset, load_model
+from v2lo_utils.sft import FrameLoadingCollator, SFTParams, sft_rows, train_sft
+
+
+def plain_loop(model_dir: Path, rows: list[dict], steps: int, batch: int, lr: float) -> float:
+    loaded = load_model(model_dir)
+    model, collate = loaded.model, FrameLoadingCollator(loaded.processor)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    t = time.perf_counter()
+    for s in range(steps):
+        chunk = [rows[(s * batch + i) % len(rows)] for i in range(batch)]
+        loss = model(**collate(chunk)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return steps * batch / (time.perf_counter() - t)
+
+
+def trl_run(
+    data: Path, model_dir: Path, out: Path, steps: int, batch: int, lr: float, frames: int
+) -> float:
+    p = SFTParams(
+        data_dir=str(data),
+        output_dir=str(out),
+        model_source=str(model_dir),
+        max_steps=steps,
+        batch_size=batch,
+        learning_rate=lr,
+        max_frames=frames,
+        save_steps=10**6,
+        logging_steps=10**6,
+    )
+    return train_sft(p).samples_per_second
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=4, help="rows with at most this many frames")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build_training_set(tmp / "data", BuildConfig(scenes=12, seed=7, image_size=112, workers=2))
+        ds = Dataset.load(tmp / "data")
+        rows = sft_rows(ds.rows["train"], ds.root, args.frames)
+        print(
+            f"{len(rows)} rows of <= {args.frames} frames, batch {args.batch}, {args.steps} steps, 1 thread"
+        )
+        for preset in ("tiny", "small"):
+            model_dir = create_preset(preset, tmp / preset)
+            trl_sps = trl_run(
+                tmp / "data",
+                model_dir,
+                tmp / f"out-{preset}",
+                args.steps,
+                args.batch,
+                1e-3,
+                args.frames,
+            )
+            plain_sps = plain_loop(model_dir, rows, args.steps, args.batch, 1e-3)
+            print(
+                f"{preset:6s} SFT (TRL SFTTrainer) {trl_sps:7.1f} samples/s | plain PyTorch loop "
+                f"{plain_sps:7.1f} samples/s | ratio {trl_sps / plain_sps:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The offline tiny Qwen2.5-VL, model folders, backends and LoRA placement."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from v2lo_utils.models import (
+    COORD_TOKENS,
+    ModelFolderError,
+    chat_template,
+    check_model_folder,
+    create_preset,
+    load_model,
+    pick_backend,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return create_preset("tiny", tmp_path_factory.mktemp("models") / "tiny")
+
+
+def test_preset_reloads_offline_and_runs(tiny):
+    code = f"""
+import torch
+from PIL import Image
+from v2lo_utils.models import load_model
+m = load_model({str(tiny)!r})
+msgs = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "image"}}, {{"type": "text", "text": "map?"}}]}}]
+text = m.processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+imgs = [Image.new("RGB", (112, 112), (200, 10, 10))] * 2
+batch = m.processor(images=imgs, text=[text], return_tensors="pt")
+out = m.model(**batch)
+assert out.logits.shape[-1] == len(m.processor.tokenizer), out.logits.shape
+assert batch["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 4]], batch["image_grid_thw"]  # 56 px
+print("ok", m.backend, m.device)
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ok transformers cpu" in out.stdout
+
+
+def test_tokenizer_and_template(tiny):
+    m = load_model(tiny)
+    tok = m.processor.tokenizer
+    for c in ("-2.5", "0.0", "7.9", "-8.0"):
+        assert tok.tokenize(c) == [c]  # one token per coordinate
+    assert set(COORD_TOKENS) <= set(tok.get_vocab())
+    assert m.processor.chat_template == chat_template()
+    assert type(m.processor).get_attributes() == ["image_processor", "tokenizer"]
+    text = '<map>[{"object_name": "sofa", "bbox": [-2.0, 1.6, -1.1, 3.7]}]</map>'
+    assert tok.decode(tok(text)["input_ids"]) == text
+    assert json.loads((tiny / "v2lo_preset.json").read_text())["preset"] == "tiny"
+
+
+def test_backend_choice_on_cpu():
+    assert pick_backend("auto") == "transformers"
+    with pytest.raises(RuntimeError, match="CUDA GPU"):
+        pick_backend("unsloth")
+    with pytest.raises(ValueError, match="unknown backend"):
+        pick_backend("vllm")
+
+
+def test_bad_model_folders_name_path_and_what_is_missing(tmp_path, tiny):
+    with pytest.raises(ModelFolderError, match=r"nope: no such model folder"):
+        check_model_folder(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelFolderError, match=r"file: not a folder"):
+        check_model_folder(tmp_path / "file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelFolderError, match=r"empty: missing config\.json"):
+        load_model(empty)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny, broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ModelFolderError, match=r"broken/config\.json: not a valid JSON config"):
+        check_model_folder(broken)
+    (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ModelFolderError, match=r"model_type is 'llama'"):
+        check_model_folder(broken)
+    shutil.copy(tiny / "config.json", broken / "config.json")
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(ModelFolderError, match=r"broken: missing weights"):
+        check_model_folder(broken)
+    shutil.copy(tiny / "model.safetensors", broken / "model.safetensors")
+    (broken / "tokenizer.json").unlink()
+    (broken / "tokenizer_config.json").unlink()
+    with pytest.raises(ModelFolderError, match=r"broken: missing tokenizer"):
+        check_model_folder(broken)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(
+        ModelFolderError, match=r"adapter_config\.json: missing base_model_name_or_path"
+    ):
+        load_model(adapter)

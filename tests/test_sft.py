@@ -1,0 +1,155 @@
+"""SFT: assistant-only loss, learning, LoRA placement, interruption and resume, two processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import TrainerCallback
+
+from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
+from v2lo_utils.models import create_preset, load_model
+from v2lo_utils.sft import FrameLoadingCollator, SFTParams, last_checkpoint, sft_rows, train_sft
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("sft")
+    build_training_set(base / "data", BuildConfig(scenes=3, seed=2, image_size=56, workers=1))
+    create_preset("tiny", base / "models" / "tiny")
+    return base
+
+
+def params(setup, out, **kw):
+    defaults = dict(
+        data_dir=str(setup / "data"),
+        output_dir=str(out),
+        model_source="tiny",
+        model_cache=str(setup / "models"),
+        batch_size=2,
+        logging_steps=1,
+        max_frames=4,
+    )
+    return SFTParams(**{**defaults, **kw})
+
+
+def test_loss_covers_the_assistant_turn_only(setup):
+    ds = Dataset.load(setup / "data")
+    rows = sft_rows(ds.rows["train"][:2], ds.root)
+    processor = load_model(setup / "models" / "tiny").processor
+    batch = FrameLoadingCollator(processor)(rows)
+    tok = processor.tokenizer
+    for i, row in enumerate(rows):
+        kept = [t for t in batch["labels"][i].tolist() if t != -100]
+        target = row["completion"][0]["content"][0]["text"]
+        assert tok.decode(kept).startswith(target)  # the completion (then the end-of-turn tokens)
+        assert len(kept) <= len(tok(target + "<|im_end|>\n")["input_ids"])
+    assert batch["pixel_values"].shape[0] > 0 and "image_grid_thw" in batch
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopAt(TrainerCallback):
+    """Simulates an interruption (a killed kernel): raises once the given step has ended."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise Interrupted
+
+
+def test_interrupted_sft_resumes_at_the_right_step(setup, tmp_path):
+    p = params(setup, tmp_path / "run", max_steps=6, save_steps=2)
+    with pytest.raises(Interrupted):
+        train_sft(p, callbacks=[StopAt(3)])
+    assert last_checkpoint(p.output_dir).name == "checkpoint-2"
+    result = train_sft(p)
+    assert result.resumed_from.endswith("checkpoint-2") and result.global_step == 6
+    assert sorted(d.name for d in Path(p.output_dir).glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-4",
+        "checkpoint-6",
+    ]
+    assert (result.final_dir / "model.safetensors").is_file()
+    assert [h["step"] for h in result.log_history if "loss" in h][-1] == 6
+
+
+def test_full_sft_learns(setup, tmp_path):
+    p = params(
+        setup, tmp_path / "learn", max_steps=40, save_steps=100, learning_rate=3e-3, max_rows=8
+    )
+    losses = [h["loss"] for h in train_sft(p).log_history if "loss" in h]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_lora_adapts_the_language_model_only(setup, tmp_path):
+    p = params(
+        setup, tmp_path / "lora", mode="lora", max_steps=2, save_steps=2, lora_r=4, lora_alpha=8
+    )
+    result = train_sft(p)
+    assert (result.final_dir / "adapter_model.safetensors").is_file()
+    loaded = load_model(result.final_dir)
+    names = [n for n, _ in loaded.model.named_parameters() if "lora_" in n]
+    assert (
+        names
+        and all("language_model" in n for n in names)
+        and not any("visual" in n for n in names)
+    )
+    modules = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in names}
+    assert modules == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert result.parameters["trainable"] < result.parameters["total"] / 2
+
+
+def test_two_process_accelerate_run(setup, tmp_path):
+    cfg = tmp_path / "sft.json"
+    out = tmp_path / "ddp"
+    cfg.write_text(
+        json.dumps(
+            {
+                "data_dir": str(setup / "data"),
+                "output_dir": str(out),
+                "model_source": "tiny",
+                "model_cache": str(setup / "models"),
+                "max_steps": 3,
+                "save_steps": 3,
+                "batch_size": 2,
+                "max_frames": 4,
+            }
+        )
+    )
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--config_file",
+        str(ROOT / "configs" / "accelerate_ddp.yaml"),
+        "-m",
+        "v2lo_utils.cli",
+        "train",
+        "sft",
+        "--config",
+        str(cfg),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["rank"] for r in reports] == [0, 1]
+    assert all(r["world_size"] == 2 and r["global_step"] == 3 for r in reports)
+    assert reports[0]["digest"] == reports[1]["digest"]  # identical weights on both ranks
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_sft_config_file_rejects_unknown_settings(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"data_dir": "d", "output_dir": "o", "learning_rat": 1}))
+    with pytest.raises(ValueError, match=r"unknown SFT setting.*learning_rat"):
+        SFTParams.from_file(f)

@@ -1,0 +1,86 @@
+"""Batched greedy generation from frames and prompts (transformers on CPU or GPU).
+
+A row is a dataset row (frames relative to ``root``, ``prompt``); the user turn is the frames as
+image parts followed by the prompt, rendered with the processor's chat template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+
+def user_messages(row: dict) -> list[dict]:
+    content = [{"type": "image"} for _ in row["frames"]] + [{"type": "text", "text": row["prompt"]}]
+    return [{"role": "user", "content": content}]
+
+
+def load_frames(row: dict, root: str | Path) -> list:
+    """The row's frames as RGB PIL images; a missing file names the row and the path."""
+    from PIL import Image
+
+    images = []
+    for f in row["frames"]:
+        path = Path(root) / f
+        if not path.is_file():
+            raise FileNotFoundError(f"row {row.get('id')}: field 'frames': missing file {path}")
+        with Image.open(path) as im:
+            images.append(im.convert("RGB"))
+    return images
+
+
+def _batches(rows: Sequence[dict], size: int) -> Iterator[Sequence[dict]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def generate_completions(
+    model,
+    processor,
+    rows: Sequence[dict],
+    root: str | Path,
+    max_new_tokens: int = 512,
+    batch_size: int = 4,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions for ``rows``, in order (deterministic)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    tok = processor.tokenizer
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    bar = tqdm(total=len(rows), desc="generate", unit="row", disable=not progress)
+    try:
+        for batch in _batches(rows, batch_size):
+            texts = [
+                processor.apply_chat_template(
+                    user_messages(r), tokenize=False, add_generation_prompt=True
+                )
+                for r in batch
+            ]
+            images = [im for r in batch for im in load_frames(r, root)]
+            inputs = processor(
+                images=images or None,
+                text=texts,
+                padding=True,
+                padding_side="left",
+                return_tensors="pt",
+            ).to(device)
+            with torch.no_grad():
+                ids = model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                )
+            new = ids[:, inputs["input_ids"].shape[1] :]
+            out += tok.batch_decode(new, skip_special_tokens=True)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return out
