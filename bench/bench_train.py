@@ -1,5 +1,6 @@
 """Training throughput on this machine: SFT samples per second for the tiny and small presets,
-next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead).
+next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead), and GRPO steps
+per second (LoRA, 2 prompts x 4 sampled completions per step).
 
     python bench/bench_train.py [--steps 30] [--batch 8]
 
@@ -20,6 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 
 from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
+from v2lo_utils.grpo import GRPOParams, train_grpo
 from v2lo_utils.models import create_preset, load_model
 from v2lo_utils.sft import FrameLoadingCollator, SFTParams, sft_rows, train_sft
 
@@ -56,11 +58,32 @@ def trl_run(
     return train_sft(p).samples_per_second
 
 
+def grpo_run(data: Path, model_dir: Path, out: Path, args: argparse.Namespace) -> float:
+    g = GRPOParams(
+        data_dir=str(data),
+        output_dir=str(out),
+        model_source=str(model_dir),
+        max_steps=args.grpo_steps,
+        batch_size=8,
+        num_generations=4,
+        max_completion_length=args.completion,
+        max_frames=args.frames,
+        lora_r=8,
+        lora_alpha=16,
+        learning_rate=1e-4,
+        save_steps=10**6,
+        logging_steps=10**6,
+    )
+    return train_grpo(g).steps_per_second
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--frames", type=int, default=4, help="rows with at most this many frames")
+    ap.add_argument("--grpo-steps", type=int, default=10)
+    ap.add_argument("--completion", type=int, default=128, help="GRPO max completion tokens")
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +109,11 @@ def main() -> None:
             print(
                 f"{preset:6s} SFT (TRL SFTTrainer) {trl_sps:7.1f} samples/s | plain PyTorch loop "
                 f"{plain_sps:7.1f} samples/s | ratio {trl_sps / plain_sps:.2f}"
+            )
+            grpo_sps = grpo_run(tmp / "data", model_dir, tmp / f"grpo-{preset}", args)
+            print(
+                f"{preset:6s} GRPO (TRL GRPOTrainer, 2 prompts x 4 completions of <= "
+                f"{args.completion} tokens) {grpo_sps:6.2f} steps/s"
             )
 
 

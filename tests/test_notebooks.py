@@ -8,7 +8,8 @@ import pytest
 
 from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
 from v2lo_utils.explorer import Explorer
-from v2lo_utils.runner import RunError, find_notebooks, parse_overrides, run_profile
+from v2lo_utils.profiles import load_profiles
+from v2lo_utils.runner import RunError, find_notebooks, parse_overrides, pipeline_steps, run_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -25,13 +26,20 @@ def test_notebooks_are_documents(path):
     assert len(code) <= 12 and all(len(c.source.splitlines()) <= 15 for c in steps)
 
 
-def test_notebooks_run_headless_under_smoke(tmp_path):
+def test_pipeline_runs_headless_under_smoke(tmp_path):
     over = {"data_dir": str(tmp_path / "train"), "qvs_dir": str(tmp_path / "qvs")}
-    result = run_profile(
-        "smoke", only=["01", "02"], overrides=over, run_id="t", runs_dir=tmp_path / "runs"
-    )
+    result = run_profile("smoke", overrides=over, run_id="t", runs_dir=tmp_path / "runs")
     run = json.loads((result.run_dir / "run.json").read_text())
-    assert [n["status"] for n in run["notebooks"]] == ["ok", "ok"]
+    names = [
+        "01_data_inspection.ipynb",
+        "02_sft.ipynb",
+        "04_merge-sft.ipynb",
+        "03_grpo.ipynb",
+        "04_merge-grpo.ipynb",
+    ]  # SFT -> merge -> GRPO -> merge
+    assert [n["notebook"] for n in run["notebooks"]] == names
+    assert all(n["status"] == "ok" for n in run["notebooks"])
+    assert all((result.run_dir / n).is_file() for n in names)
     assert run["notebooks"][0]["parameters"]["scenes"] == 4  # from profiles.toml
     executed = nbformat.read(result.run_dir / "01_data_inspection.ipynb", as_version=4)
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
@@ -43,6 +51,13 @@ def test_notebooks_run_headless_under_smoke(tmp_path):
     sft = json.loads((result.run_dir / "02_sft_metrics.json").read_text())
     assert sft["train"]["global_step"] == 4 and sft["before"]["n"] == sft["after"]["n"] == 2
     assert Path(sft["model_dir"], "model.safetensors").is_file()
+    merge_sft = json.loads((result.run_dir / "04_merge_sft_metrics.json").read_text())
+    assert merge_sft["parity_ok"] and not merge_sft["merged"]  # SFT trained in full: re-saved
+    grpo = json.loads((result.run_dir / "03_grpo_metrics.json").read_text())
+    assert grpo["train"]["global_step"] == 2 and grpo["before"]["n"] == grpo["after"]["n"] == 2
+    merge_grpo = json.loads((result.run_dir / "04_merge_grpo_metrics.json").read_text())
+    assert merge_grpo["parity_ok"] and merge_grpo["merged"]  # GRPO's LoRA adapter merged
+    assert merge_grpo["base"] == merge_sft["out_dir"]  # each stage read the previous one's output
 
 
 def test_runner_names_the_failing_notebook_and_cell(tmp_path):
@@ -64,7 +79,13 @@ def test_runner_names_the_failing_notebook_and_cell(tmp_path):
     with pytest.raises(
         RunError, match=r"01_broken\.ipynb failed in cell 3 \('1 / 0'\): ZeroDivisionError"
     ):
-        run_profile("smoke", notebooks_dir=tmp_path / "nbs", run_id="r", runs_dir=tmp_path / "runs")
+        run_profile(
+            "smoke",
+            notebooks_dir=tmp_path / "nbs",
+            run_id="r",
+            runs_dir=tmp_path / "runs",
+            pipeline=["01_broken", "02_never"],
+        )
     run = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())
     assert [n["notebook"] for n in run["notebooks"]] == ["01_broken.ipynb"]  # the run stopped there
     assert "ZeroDivisionError" in (tmp_path / "runs" / "r" / "run.log").read_text()
@@ -81,6 +102,10 @@ def test_runner_arguments(tmp_path):
         parse_overrides(["scenes"])
     with pytest.raises(RunError, match="no notebook 09"):
         find_notebooks(ROOT / "notebooks", ["09"])
+    with pytest.raises(RunError, match=r"pipeline step '07_eval': no notebook 07_eval\.ipynb"):
+        pipeline_steps(ROOT / "notebooks", {"pipeline": ["01_data_inspection", "07_eval"]})
+    steps = pipeline_steps(ROOT / "notebooks", load_profiles()["smoke"], only=["04"])
+    assert [s.output_name for s in steps] == ["04_merge-sft.ipynb", "04_merge-grpo.ipynb"]
     with pytest.raises(RunError, match="unknown profile"):
         run_profile("huge", runs_dir=tmp_path)
 

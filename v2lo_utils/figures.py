@@ -276,3 +276,57 @@ def compare_figure(stages: dict[str, dict], keys: Sequence[str], title: str) -> 
     )
     fig.update_layout(title=title, barmode="group", height=340)
     return fig
+
+
+def reward_figure(log_history: Sequence[dict], title: str = "GRPO rewards") -> go.Figure:
+    """Reward curves of a GRPO run: overall, each reward function, and accuracy per task."""
+    from plotly.subplots import make_subplots
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    for h in log_history:
+        for k, v in h.items():
+            keep = k == "reward" or k.startswith("accuracy/")
+            keep = keep or (k.startswith("rewards/") and k.endswith("/mean"))
+            if keep and "step" in h and isinstance(v, (int, float)):
+                series.setdefault(k, []).append((h["step"], float(v)))
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("reward (overall and per function)", "accuracy per task")
+    )
+    for name, pts in sorted(series.items()):
+        col = 2 if name.startswith("accuracy/") else 1
+        label = name.removeprefix("rewards/").removesuffix("/mean")
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=label
+            ),
+            1,
+            col,
+        )
+    fig.update_layout(title=title, height=360)
+    fig.update_xaxes(title="step")
+    return fig
+
+
+def completions_table(
+    rows: Sequence[dict], completions: Sequence[str], records: Sequence[dict]
+) -> go.Figure:
+    """Completions beside their parsed maps' quality and their scores."""
+    cols = {
+        "id": [r["id"] for r in rows],
+        "task": [r["task"] for r in rows],
+        "answer": [r["answer"] for r in rows],
+        "completion": [c[:300] for c in completions],
+        "format": [rec["format_ok"] for rec in records],
+        "map recall": [round(rec.get("map_recall", 0.0), 2) for rec in records],
+        "score": [round(rec["score"], 2) for rec in records],
+        "reward": [round(rec["reward"], 2) for rec in records],
+    }
+    fig = go.Figure(
+        go.Table(
+            header=dict(values=list(cols)),
+            cells=dict(values=list(cols.values()), align="left"),
+            columnwidth=[2, 2, 1, 8, 1, 1, 1, 1],
+        )
+    )
+    fig.update_layout(title="Sample completions", height=120 + 60 * len(rows))
+    return fig

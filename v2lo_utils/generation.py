@@ -47,6 +47,8 @@ def generate_completions(
     import torch
     from tqdm.auto import tqdm
 
+    from .models import vision_token_ids
+
     device = next(model.parameters()).device
     tok = processor.tokenizer
     was_training = model.training
@@ -76,6 +78,7 @@ def generate_completions(
                     do_sample=False,
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                    suppress_tokens=vision_token_ids(tok),
                 )
             new = ids[:, inputs["input_ids"].shape[1] :]
             out += tok.batch_decode(new, skip_special_tokens=True)

@@ -37,6 +37,22 @@ SPECIAL_TOKENS = (
 COORD_TOKENS = tuple(f"{i / 10:.1f}" for i in range(-80, 81))
 
 
+VISION_TOKENS = (
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the vision placeholder tokens: a sampled completion must never contain them (the
+    model would then expect image features for them)."""
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
+
 class ModelFolderError(FileNotFoundError):
     """A model folder that is missing or lacks what a Qwen2.5-VL checkpoint needs."""
 

@@ -35,6 +35,47 @@ class RunResult:
     notebooks: list[str]
 
 
+@dataclass(frozen=True)
+class Step:
+    """One notebook execution: ``name`` is 'NN_stem' or 'NN_stem:variant' (a notebook run twice,
+    e.g. the merge after SFT and after GRPO); profiles give each step its own parameters."""
+
+    name: str
+    path: Path
+
+    @property
+    def variant(self) -> str | None:
+        return self.name.partition(":")[2] or None
+
+    @property
+    def output_name(self) -> str:
+        return f"{self.path.stem}-{self.variant}.ipynb" if self.variant else self.path.name
+
+
+def pipeline_steps(
+    folder: Path,
+    profile: dict,
+    only: Sequence[str] | None = None,
+    pipeline: Sequence[str] | None = None,
+) -> list[Step]:
+    """``pipeline``, else the profile's, else every numbered notebook once, in order; filtered by
+    ``only`` (numbers, stems or step names)."""
+    notebooks = {p.stem: p for p in find_notebooks(folder)}
+    names = pipeline or profile.get("pipeline") or list(notebooks)
+    steps = []
+    for name in names:
+        stem = name.partition(":")[0]
+        if stem not in notebooks:
+            raise RunError(f"pipeline step {name!r}: no notebook {stem}.ipynb in {folder}")
+        steps.append(Step(name, notebooks[stem]))
+    if only:
+        wanted = set(only)
+        steps = [s for s in steps if {s.name, s.path.stem, s.name[:2]} & wanted]
+        if not steps:
+            raise RunError(f"no pipeline step matches {', '.join(sorted(wanted))}")
+    return steps
+
+
 def find_notebooks(folder: Path, only: Sequence[str] | None = None) -> list[Path]:
     """The numbered notebooks in ``folder``, in order; ``only`` keeps those whose number or stem
     is listed ('01', '02_sft')."""
@@ -62,7 +103,7 @@ def parse_overrides(items: Sequence[str]) -> dict:
     return out
 
 
-def _failure(nb: Path, err: Exception) -> RunError:
+def _failure(nb: Path, err: Exception, label: str | None = None) -> RunError:
     """The notebook, the failing cell (its position in the source notebook, 1-based, and its
     first line) and the error."""
     ename = getattr(err, "ename", type(err).__name__)
@@ -79,7 +120,7 @@ def _failure(nb: Path, err: Exception) -> RunError:
         text = cells[source].source.strip() if 0 <= source < len(cells) else ""
         first = text.splitlines()[0] if text else ""
         where = f"cell {source + 1} ({first[:60]!r})"
-    return RunError(f"notebook {nb.name} failed in {where}: {ename}: {evalue}")
+    return RunError(f"notebook {label or nb.name} failed in {where}: {ename}: {evalue}")
 
 
 def run_profile(
@@ -91,6 +132,7 @@ def run_profile(
     notebooks_dir: str | Path | None = None,
     cwd: str | Path | None = None,
     kernel_name: str = "python3",
+    pipeline: Sequence[str] | None = None,
 ) -> RunResult:
     """Execute the profile's notebooks with papermill; raises RunError at the first failure."""
     import papermill as pm
@@ -100,42 +142,47 @@ def run_profile(
     if profile not in profiles:
         raise RunError(f"unknown profile {profile!r}; known: {', '.join(profiles)}")
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else root / "notebooks"
-    notebooks = find_notebooks(nb_dir, only)
-    if not notebooks:
+    steps = pipeline_steps(nb_dir, profiles[profile], only, pipeline)
+    if not steps:
         raise RunError(f"no numbered notebooks in {nb_dir}")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = (root / runs_dir / (run_id or f"{stamp}-{profile}")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "run.log"
     summary: dict = {"profile": profile, "run_dir": str(run_dir), "notebooks": []}
-    for nb in notebooks:
+    for step in steps:
+        nb = step.path
         declared = pm.inspect_notebook(str(nb))
-        params = {**notebook_parameters(profile, nb.stem, profiles), **(overrides or {})}
+        params = {
+            **notebook_parameters(profile, nb.stem, profiles),
+            **(profiles[profile].get(step.name, {}) if step.variant else {}),
+            **(overrides or {}),
+        }
         params["run_dir"] = str(run_dir)
         params = {k: _fill(v, run_dir) for k, v in params.items() if k in declared}
-        entry = {"notebook": nb.name, "parameters": params, "status": "running"}
+        entry = {"notebook": step.output_name, "parameters": params, "status": "running"}
         summary["notebooks"].append(entry)
-        _append(log, f"{_now()} start {nb.name} {json.dumps(params)}")
+        _append(log, f"{_now()} start {step.output_name} {json.dumps(params)}")
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
                 str(nb),
-                str(run_dir / nb.name),
+                str(run_dir / step.output_name),
                 parameters=params,
                 cwd=str(root),
                 kernel_name=kernel_name,
                 progress_bar=False,
             )
         except Exception as err:
-            failure = _failure(nb, err)
+            failure = _failure(nb, err, step.output_name)
             entry.update(status="failed", error=str(failure), seconds=time.perf_counter() - t0)
             _append(log, f"{_now()} FAILED {failure}")
             _write_summary(run_dir, summary)
             raise failure from err
         entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
-        _append(log, f"{_now()} done {nb.name} in {entry['seconds']} s")
+        _append(log, f"{_now()} done {step.output_name} in {entry['seconds']} s")
         _write_summary(run_dir, summary)
-    return RunResult(run_dir, [nb.name for nb in notebooks])
+    return RunResult(run_dir, [s.output_name for s in steps])
 
 
 def _fill(value: object, run_dir: Path) -> object:

@@ -1,0 +1,232 @@
+"""GRPO reinforcement learning with TRL's GRPOTrainer and the core's rewards (spec sections 3-4).
+
+The reward is the paper's: 0.9 * accuracy + 0.1 * format (TRL reward functions with weights), plus
+an optional map-quality reward (off in the paper profile). Dataset columns reach the reward
+functions as keyword arguments: ``answer`` (accuracy), ``map`` (map quality) and ``task`` (the
+per-task accuracy this module logs as ``accuracy/<task>``).
+
+Rollouts use transformers generation, or vLLM on a GPU when ``use_vllm`` is set and vllm is
+installed. Checkpoints and resume work as in SFT.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .models import vision_token_ids
+from .rewards import accuracy_reward, format_reward, map_reward
+from .sft import LM_LINEAR_REGEX, last_checkpoint, write_rank_report
+
+
+@dataclass
+class GRPOParams:
+    """Everything one GRPO run needs; the paper's values are the defaults where it gives them."""
+
+    data_dir: str
+    output_dir: str
+    model_source: str
+    backend: str = "auto"
+    mode: str = "lora"  # lora | full
+    max_steps: int = -1
+    epochs: float = 1.0
+    learning_rate: float = 1e-6
+    weight_decay: float = 0.01
+    batch_size: int = 4  # completions per device per step (a multiple of num_generations)
+    grad_accum: int = 1
+    num_generations: int = 4
+    temperature: float = 1.0
+    beta: float = 0.0  # no KL term
+    max_completion_length: int = 500
+    map_reward_weight: float = 0.0
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    save_steps: int = 50
+    logging_steps: int = 1
+    max_frames: int | None = None
+    max_rows: int | None = None
+    split: str = "train"
+    use_vllm: bool = False
+    seed: int = 0
+    model_cache: str = "outputs/models"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_parameters(cls, values: dict, **overrides) -> GRPOParams:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{**{k: v for k, v in values.items() if k in known}, **overrides})
+
+
+def grpo_rows(rows: list[dict], root: str | Path, max_frames: int | None = None) -> list[dict]:
+    """Dataset rows -> GRPO rows: the user turn as prompt, frame paths, and the reward columns."""
+    from .exporters import export_rows
+
+    keep = [r for r in rows if max_frames is None or r["num_frames"] <= max_frames]
+    return [
+        {**g, "map": json.dumps(g["map"]), "params": json.dumps(g["params"])}
+        for g in export_rows(keep, "trl-grpo", root)
+    ]
+
+
+def _load_images(batch: dict) -> dict:
+    """Dataset transform: frame paths -> RGB PIL images, on access."""
+    from PIL import Image
+
+    def load(path: str):
+        with Image.open(path) as im:
+            return im.convert("RGB")
+
+    return {**batch, "images": [[load(p) for p in paths] for paths in batch["images"]]}
+
+
+def accuracy_by_task(completions, answer, task, log_metric=None, **kwargs) -> list[float]:
+    """The paper's accuracy reward; also logs its mean per task when TRL passes ``log_metric``."""
+    scores = accuracy_reward(completions, answer=answer)
+    if log_metric is not None:
+        by_task: dict[str, list[float]] = defaultdict(list)
+        for t, s in zip(task, scores, strict=True):
+            by_task[t].append(s)
+        for t, vals in by_task.items():
+            log_metric(f"accuracy/{t}", sum(vals) / len(vals))
+    return scores
+
+
+def reward_setup(map_weight: float = 0.0) -> tuple[list, list[float]]:
+    """Reward functions and weights: 0.9 accuracy + 0.1 format (+ map quality when asked)."""
+    funcs, weights = [accuracy_by_task, format_reward], [0.9, 0.1]
+    if map_weight > 0:
+        funcs.append(map_reward)
+        weights.append(map_weight)
+    return funcs, weights
+
+
+def lora_kwargs(p: GRPOParams) -> dict:
+    return {
+        "r": p.lora_r,
+        "lora_alpha": p.lora_alpha,
+        "lora_dropout": p.lora_dropout,
+        "target_modules": LM_LINEAR_REGEX,
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
+
+
+def grpo_config_kwargs(p: GRPOParams, on_gpu: bool, suppress_ids: list[int] = ()) -> dict:
+    """Arguments of trl.GRPOConfig for this run and device; ``suppress_ids`` are tokens rollouts
+    may not sample (transformers generation)."""
+    _, weights = reward_setup(p.map_reward_weight)
+    kwargs = {
+        "output_dir": p.output_dir,
+        "max_steps": p.max_steps,
+        "num_train_epochs": p.epochs,
+        "learning_rate": p.learning_rate,
+        "weight_decay": p.weight_decay,
+        "per_device_train_batch_size": p.batch_size,
+        "gradient_accumulation_steps": p.grad_accum,
+        "num_generations": p.num_generations,
+        "temperature": p.temperature,
+        "beta": p.beta,
+        "max_completion_length": p.max_completion_length,
+        "reward_weights": weights,
+        "logging_steps": p.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": p.save_steps,
+        "seed": p.seed,
+        "bf16": on_gpu,
+        "use_cpu": not on_gpu,
+        "remove_unused_columns": False,
+        "report_to": "none",
+        "log_completions": False,
+        "use_vllm": bool(p.use_vllm and on_gpu),
+        "dataloader_num_workers": 0,
+    }
+    if kwargs["use_vllm"]:
+        kwargs.update(vllm_mode="colocate", vllm_gpu_memory_utilization=0.3)
+    elif suppress_ids:
+        kwargs["generation_kwargs"] = {"suppress_tokens": list(suppress_ids)}
+    return {**kwargs, **p.extra}
+
+
+@dataclass
+class GRPOResult:
+    output_dir: Path
+    final_dir: Path
+    global_step: int
+    resumed_from: str | None
+    train_seconds: float
+    steps_per_second: float
+    log_history: list[dict]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["output_dir"], d["final_dir"] = str(self.output_dir), str(self.final_dir)
+        return d
+
+
+def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
+    """Run (or resume) GRPO from ``p.model_source`` (the merged SFT model)."""
+    import torch
+    from datasets import Dataset as HFDataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .dataset import Dataset
+    from .models import load_model
+
+    if p.use_vllm and torch.cuda.is_available():
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise RuntimeError("use_vllm needs vllm: pip install -e .[gpu]")
+    ds = Dataset.load(p.data_dir)
+    rows = grpo_rows(ds.rows.get(p.split, []), ds.root, p.max_frames)[: p.max_rows or None]
+    if not rows:
+        raise ValueError(f"{p.data_dir}: no {p.split} rows for GRPO (max_frames={p.max_frames})")
+    loaded = load_model(p.model_source, p.backend, p.model_cache)
+    model = loaded.model
+    peft_config = None
+    if p.mode == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(**lora_kwargs(p))
+    elif p.mode != "full":
+        raise ValueError(f"unknown GRPO mode {p.mode!r}: lora or full")
+    funcs, _ = reward_setup(p.map_reward_weight)
+    on_gpu = torch.cuda.is_available()
+    # TRL re-tokenises prompts for the loss with the processor's default padding side and
+    # expects it to be 'left', as its own processors are loaded (else mm_token_type_ids and the
+    # left-padded prompt ids disagree when prompts differ in length)
+    loaded.processor.tokenizer.padding_side = "left"
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=GRPOConfig(
+            **grpo_config_kwargs(p, on_gpu, vision_token_ids(loaded.processor.tokenizer))
+        ),
+        train_dataset=HFDataset.from_list(rows).with_transform(_load_images),
+        processing_class=loaded.processor,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    resume = last_checkpoint(p.output_dir)
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - t0
+    final = Path(p.output_dir) / "final"
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(final))
+        loaded.processor.save_pretrained(final)
+    write_rank_report(Path(p.output_dir), trainer.model, trainer.state.global_step)
+    done = trainer.state.global_step - (int(resume.name.split("-")[-1]) if resume else 0)
+    return GRPOResult(
+        output_dir=Path(p.output_dir),
+        final_dir=final,
+        global_step=trainer.state.global_step,
+        resumed_from=str(resume) if resume else None,
+        train_seconds=seconds,
+        steps_per_second=done / seconds if seconds > 0 else 0.0,
+        log_history=list(trainer.state.log_history),
+    )
