@@ -36,6 +36,7 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
         "04_merge-sft.ipynb",
         "03_grpo.ipynb",
         "04_merge-grpo.ipynb",
+        "05_qvs_bench_analysis.ipynb",
     ]  # SFT -> merge -> GRPO -> merge
     assert [n["notebook"] for n in run["notebooks"]] == names
     assert all(n["status"] == "ok" for n in run["notebooks"])
@@ -58,6 +59,21 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
     merge_grpo = json.loads((result.run_dir / "04_merge_grpo_metrics.json").read_text())
     assert merge_grpo["parity_ok"] and merge_grpo["merged"]  # GRPO's LoRA adapter merged
     assert merge_grpo["base"] == merge_sft["out_dir"]  # each stage read the previous one's output
+    qvs = json.loads((result.run_dir / "05_qvs_metrics.json").read_text())
+    assert set(qvs["summaries"]) == {"blind baseline", "before SFT", "after GRPO"}
+    assert qvs["summaries"]["after GRPO"]["counts"]["questions"] == 8
+    assert qvs["diagnostics"]["ground_truth"]["overall"] == 1.0
+    preds = (result.run_dir / "predictions" / "after_grpo.jsonl").read_text().splitlines()
+    assert len(preds) == 8
+    # the report is built from this run's metrics files, not from constants
+    report = (result.run_dir / "report.html").read_text()
+    assert "QVS-Bench-Sim" in report and "plotly" in report
+    sft["after"]["format_rate"] = 0.123456
+    (result.run_dir / "02_sft_metrics.json").write_text(json.dumps(sft))
+    from v2lo_utils.report import qvs_report
+
+    qvs_report(result.run_dir, {}, qvs["diagnostics"], [])
+    assert "0.123456" in (result.run_dir / "report.html").read_text()
 
 
 def test_runner_names_the_failing_notebook_and_cell(tmp_path):

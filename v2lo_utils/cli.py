@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -136,6 +137,49 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    import json
+
+    from .benchmark import SUMMARY_FIELDS, format_table
+    from .evaluator import score_file
+    from .loaders import DataError, load_benchmark
+
+    try:
+        rows = load_benchmark(args.benchmark)
+    except DataError as err:
+        raise SystemExit(f"v2lo score: {err}") from err
+    if not os.path.isfile(args.predictions):
+        raise SystemExit(f"v2lo score: {args.predictions}: no such predictions file")
+    summary = score_file(rows, args.predictions, n_boot=args.bootstrap)
+    print(format_table(summary))
+    if args.json:
+        out = {k: summary[k] for k in SUMMARY_FIELDS}
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, indent=2)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .benchmark import format_table
+    from .evaluator import evaluate_benchmark
+    from .loaders import check_frames, load_benchmark
+    from .models import load_model
+
+    rows = load_benchmark(args.benchmark)
+    bench_file = Path(args.benchmark)
+    root = bench_file if bench_file.is_dir() else bench_file.parent
+    rows = rows[: args.limit or None]
+    check_frames(rows, root, bench_file)
+    loaded = load_model(args.model, args.backend)
+    summary = evaluate_benchmark(
+        loaded.model, loaded.processor, rows, root, args.out, args.max_new_tokens, args.batch_size
+    )
+    print(format_table(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="v2lo", description="Video2Layout workbook")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -186,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp = train.add_parser("sft", help="supervised fine-tuning from a JSON config")
     sp.add_argument("--config", required=True, help="JSON file of SFTParams fields")
     sp.set_defaults(func=cmd_train_sft)
+
+    sp = sub.add_parser("score", help="score a predictions JSONL against a benchmark")
+    sp.add_argument(
+        "--benchmark", required=True, help="folder with qvs_bench.jsonl, or a QVS/VSI file"
+    )
+    sp.add_argument("--predictions", required=True, help='JSONL of {"id": ..., "completion": ...}')
+    sp.add_argument("--json", help="write the summary here")
+    sp.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    sp.set_defaults(func=cmd_score)
+
+    sp = sub.add_parser("eval", help="generate and score a model on a benchmark (resumable)")
+    sp.add_argument("--benchmark", required=True, help="folder with qvs_bench.jsonl")
+    sp.add_argument("--model", required=True, help="model folder or preset")
+    sp.add_argument("--out", required=True, help="predictions JSONL (appended; resumes)")
+    sp.add_argument("--backend", default="auto")
+    sp.add_argument("--max-new-tokens", type=int, default=512)
+    sp.add_argument("--batch-size", type=int, default=4)
+    sp.add_argument("--limit", type=int, default=0, help="first N questions only")
+    sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("parse", help="parse a completion into map, think and answer (JSON)")
     sp.add_argument("file", nargs="?", default="-", help="completion text file (default: stdin)")

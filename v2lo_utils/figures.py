@@ -330,3 +330,153 @@ def completions_table(
     )
     fig.update_layout(title="Sample completions", height=120 + 60 * len(rows))
     return fig
+
+
+def accuracy_by_frames_figure(summary: dict, title: str) -> go.Figure:
+    """Score against the number of frames, one line per task and the overall mean in bold."""
+    fig = go.Figure()
+    for task, cells in summary["by_task_frames"].items():
+        ks = [k for k in cells if k.isdigit()]
+        fig.add_trace(
+            go.Scatter(
+                x=[int(k) for k in ks], y=[cells[k] for k in ks], mode="lines+markers", name=task
+            )
+        )
+    ks = [k for k in summary["by_frames"] if k.isdigit()]
+    fig.add_trace(
+        go.Scatter(
+            x=[int(k) for k in ks],
+            y=[summary["by_frames"][k] for k in ks],
+            mode="lines+markers",
+            name="overall",
+            line=dict(width=4, color="black"),
+        )
+    )
+    fig.update_layout(
+        title=title, xaxis_title="frames", yaxis_title="score", yaxis_range=[0, 1.02], height=380
+    )
+    return fig
+
+
+def map_error_figure(summaries: dict[str, dict]) -> go.Figure:
+    """Map quality against frames per model: object recall and center error (m)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("object recall", "center error of matched objects (m)")
+    )
+    for label, s in summaries.items():
+        ks = [k for k in s.get("map_by_frames", {}) if k.isdigit()]
+        if not ks:
+            continue
+        m = s["map_by_frames"]
+        fig.add_trace(
+            go.Scatter(
+                x=[int(k) for k in ks],
+                y=[m[k]["object_recall"] for k in ks],
+                name=label,
+                legendgroup=label,
+                mode="lines+markers",
+            ),
+            1,
+            1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[int(k) for k in ks],
+                y=[m[k]["center_error_m"] for k in ks],
+                name=label,
+                legendgroup=label,
+                showlegend=False,
+                mode="lines+markers",
+            ),
+            1,
+            2,
+        )
+    fig.update_xaxes(title="frames")
+    fig.update_layout(title="Map quality against frames", height=380)
+    return fig
+
+
+def diagnostics_figure(diag: dict) -> go.Figure:
+    """Scores per task of answers solved from ground-truth, 0.1 m, grid and noisy maps."""
+    kinds = [k for k in diag if k != "noise"]
+    tasks = [t for t in diag["ground_truth"] if t != "overall"] + ["overall"]
+    fig = go.Figure([go.Bar(name=k, x=tasks, y=[diag[k][t] for t in tasks]) for k in kinds])
+    fig.update_layout(
+        title="Answers solved from maps: metric vs grid",
+        barmode="group",
+        yaxis_range=[0, 1.05],
+        yaxis_title="score",
+        height=380,
+    )
+    return fig
+
+
+def noise_figure(diag: dict) -> go.Figure:
+    """Score per task against the noise (m) added to every box coordinate."""
+    sigmas = sorted(diag["noise"], key=float)
+    tasks = [t for t in diag["noise"][sigmas[0]]]
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=[float(s) for s in sigmas],
+                y=[diag["noise"][s][t] for s in sigmas],
+                mode="lines+markers",
+                name=t,
+                line=dict(width=4 if t == "overall" else 2),
+            )
+            for t in tasks
+        ]
+    )
+    fig.update_layout(
+        title="Answers from noisy maps",
+        xaxis_title="noise sigma (m)",
+        yaxis_title="score",
+        xaxis_type="log",
+        yaxis_range=[0, 1.05],
+        height=380,
+    )
+    return fig
+
+
+def stages_table(summaries: dict[str, dict]) -> go.Figure:
+    """One row per model (or baseline): overall, macro, per task, extraction failures, map metrics."""
+    tasks = sorted({t for s in summaries.values() for t in s["by_task"]})
+    header = [
+        "model",
+        "overall",
+        "macro",
+        *tasks,
+        "extraction fail.",
+        "map recall",
+        "center err. (m)",
+    ]
+
+    def pct(v):
+        return f"{100 * v:.1f}" if v is not None else "-"
+
+    def map_mean(s, key):
+        vals = [m[key] for m in s.get("map_by_frames", {}).values() if m.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    cells = [
+        [
+            label,
+            pct(s["overall"]),
+            pct(s["overall_macro"]),
+            *[pct(s["by_task"].get(t)) for t in tasks],
+            pct(s["extraction_failure_rate"]),
+            pct(map_mean(s, "object_recall")),
+            f"{map_mean(s, 'center_error_m'):.2f}"
+            if map_mean(s, "center_error_m") is not None
+            else "-",
+        ]
+        for label, s in summaries.items()
+    ]
+    columns = [[row[i] for row in cells] for i in range(len(header))]
+    fig = go.Figure(
+        go.Table(header=dict(values=header, height=40), cells=dict(values=columns, height=28))
+    )
+    fig.update_layout(title="QVS-Bench-Sim scores (%)", height=220 + 32 * len(cells))
+    return fig

@@ -186,8 +186,15 @@ def run_profile(
 
 
 def _fill(value: object, run_dir: Path) -> object:
-    """Profile strings may name the run folder as {run_dir} (e.g. the previous stage's output)."""
-    return value.replace("{run_dir}", str(run_dir)) if isinstance(value, str) else value
+    """Profile strings (also inside lists and tables) may name the run folder as {run_dir}, e.g.
+    the previous stage's output."""
+    if isinstance(value, str):
+        return value.replace("{run_dir}", str(run_dir))
+    if isinstance(value, dict):
+        return {k: _fill(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, run_dir) for v in value]
+    return value
 
 
 def _now() -> str:

@@ -1,0 +1,240 @@
+"""QVS-Bench scoring, model-free diagnostics, the score command, resumable evaluation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from v2lo_utils.benchmark import (
+    SUMMARY_FIELDS,
+    blind_predictions,
+    bootstrap_ci,
+    diagnostics,
+    pearson,
+    score_benchmark,
+)
+from v2lo_utils.cli import main
+from v2lo_utils.dataset import BuildConfig, build_qvs_bench, read_jsonl
+from v2lo_utils.evaluator import evaluate_benchmark
+from v2lo_utils.models import create_preset, load_model
+from v2lo_utils.predictions import open_for_resume, read_predictions
+
+
+@pytest.fixture(scope="module")
+def qvs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qvs")
+    build_qvs_bench(root, BuildConfig(questions=60, seed=3, image_size=56, workers=1))
+    return root
+
+
+def test_ground_truth_maps_answer_everything(qvs):
+    rows = read_jsonl(qvs / "qvs_bench.jsonl")
+    diag = diagnostics(rows, grid_sizes=(10,), sigmas=(0.1, 1.0), repeats=2)
+    assert all(v == 1.0 for v in diag["ground_truth"].values())  # every task, 100%
+    assert all(v == 1.0 for v in diag["rounded_0.1m"].values())  # the 0.1 m text loses nothing
+    assert diag["grid_10"]["object_size"] == 0.0  # a grid map has no sizes
+    assert diag["grid_10"]["overall"] < 1.0
+    assert diag["noise"]["1.0"]["overall"] < diag["noise"]["0.1"]["overall"] <= 1.0
+
+
+def test_perfect_and_blind_predictions(qvs):
+    rows = read_jsonl(qvs / "qvs_bench.jsonl")
+    perfect = score_benchmark(rows, {r["id"]: {"completion": r["target"]} for r in rows}, n_boot=50)
+    assert perfect["overall"] == 1.0 and perfect["extraction_failure_rate"] == 0.0
+    assert set(perfect["by_frames"]) == {"1", "4", "8", "12", "16"}
+    assert all(m["object_recall"] == 1.0 for m in perfect["map_by_frames"].values())
+    blind = score_benchmark(rows, blind_predictions(rows, rows), n_boot=50)
+    assert 0.0 < blind["overall"] < 0.6
+    guesses = {
+        r["id"]: p["completion"]
+        for r, p in zip(rows, blind_predictions(rows, rows).values(), strict=True)
+    }
+    letters = [r["answer"] for r in rows if r["task"] == "vertical_direction"]
+    top = max(sorted(set(letters)), key=letters.count)
+    assert all(
+        guesses[r["id"]] == f"<answer>{top}</answer>"
+        for r in rows
+        if r["task"] == "vertical_direction"
+    )
+
+
+def test_messy_predictions_file_is_scored_and_counted(qvs, tmp_path, capsys):
+    rows = read_jsonl(qvs / "qvs_bench.jsonl")
+    lines = [
+        json.dumps({"id": rows[0]["id"], "completion": rows[0]["target"]}),
+        json.dumps({"id": rows[1]["id"], "completion": ""}),  # empty
+        json.dumps({"id": rows[2]["id"], "completion": "I think it is left <answer>"}),  # garbage
+        json.dumps({"id": rows[3]["id"], "completion": None}),  # not a string
+        json.dumps({"id": "not-a-question", "completion": "<answer>A</answer>"}),  # unknown id
+        json.dumps({"id": rows[0]["id"], "completion": rows[0]["target"]}),  # duplicate
+        "{broken json",
+        json.dumps(["no", "id"]),
+        "",
+    ]
+    f = tmp_path / "preds.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "summary.json"
+    assert (
+        main(
+            [
+                "score",
+                "--benchmark",
+                str(qvs),
+                "--predictions",
+                str(f),
+                "--json",
+                str(out),
+                "--bootstrap",
+                "50",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "56 missing, 1 unknown ids, 2 empty, 2 unreadable lines, 1 duplicates" in text
+    s = json.loads(out.read_text())
+    assert set(SUMMARY_FIELDS) <= set(s)
+    assert s["counts"]["questions"] == 60 and s["counts"]["missing"] == 56
+    assert s["overall"] == pytest.approx(1 / 60)
+    for key in ("by_task", "by_frames"):
+        assert all(0.0 <= v <= 1.0 for v in s[key].values())
+    assert all(0.0 <= v <= 1.0 for cells in s["by_task_frames"].values() for v in cells.values())
+    assert s["extraction_failure_rate"] == pytest.approx(59 / 60)
+
+
+def test_score_command_reads_vsi_layout(tmp_path, capsys):
+    bench = tmp_path / "vsi.jsonl"
+    bench.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "id": 1,
+                    "question_type": "object_counting",
+                    "question": "How many chairs?",
+                    "options": None,
+                    "ground_truth": "4",
+                },
+                {
+                    "id": 2,
+                    "question_type": "object_rel_direction_easy",
+                    "question": "left or right?",
+                    "options": ["A. left", "B. right"],
+                    "ground_truth": "B",
+                },
+            ]
+        )
+    )
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(
+        json.dumps({"id": 1, "completion": "<answer>5</answer>"})
+        + "\n"
+        + json.dumps({"id": 2, "completion": "<answer>B</answer>"})
+        + "\n"
+    )
+    out = tmp_path / "s.json"
+    main(
+        [
+            "score",
+            "--benchmark",
+            str(bench),
+            "--predictions",
+            str(preds),
+            "--json",
+            str(out),
+            "--bootstrap",
+            "20",
+        ]
+    )
+    s = json.loads(out.read_text())
+    # MRA of 5 against 4: relative error 0.25 passes theta = 0.50 ... 0.75, six of ten
+    assert s["by_task"] == {"object_counting": pytest.approx(0.6), "object_rel_direction_easy": 1.0}
+    assert s["by_frames"] == {"n/a": pytest.approx(0.8)}
+
+
+def test_score_command_names_missing_inputs(tmp_path, qvs):
+    with pytest.raises(SystemExit, match=r"nope\.jsonl: no such predictions file"):
+        main(["score", "--benchmark", str(qvs), "--predictions", str(tmp_path / "nope.jsonl")])
+    with pytest.raises(SystemExit, match=r"qvs_bench\.jsonl: no such file"):
+        main(["score", "--benchmark", str(tmp_path), "--predictions", str(tmp_path / "x")])
+
+
+def test_statistics_helpers():
+    lo, hi = bootstrap_ci([0.0, 1.0] * 50, n=500)
+    assert lo < 0.5 < hi and hi - lo < 0.3
+    assert pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
+    assert pearson([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_evaluation_killed_midway_resumes_without_loss_or_duplicates(qvs, tmp_path):
+    model_dir = create_preset("tiny", tmp_path / "tiny")
+    out = tmp_path / "preds.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "v2lo_utils.cli",
+        "eval",
+        "--benchmark",
+        str(qvs),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--batch-size",
+        "1",
+        "--max-new-tokens",
+        "6",
+        "--limit",
+        "20",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 4):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len(read_predictions(out).records)
+    assert 4 <= before < 20, before
+    with open(out, "a") as fh:  # a write cut short by the kill
+        fh.write('{"id": "qvs-00')
+    rows = read_jsonl(qvs / "qvs_bench.jsonl")[:20]
+    loaded = load_model(model_dir)
+    summary = evaluate_benchmark(
+        loaded.model,
+        loaded.processor,
+        rows,
+        qvs,
+        out,
+        max_new_tokens=6,
+        batch_size=4,
+        n_boot=20,
+        progress=False,
+    )
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(r["id"] for r in rows)  # nothing lost, nothing twice
+    assert summary["counts"]["missing"] == 0 and summary["counts"]["bad_lines"] == 0
+    # deterministic: an uninterrupted run writes the same completions
+    fresh = tmp_path / "fresh.jsonl"
+    evaluate_benchmark(
+        loaded.model,
+        loaded.processor,
+        rows,
+        qvs,
+        fresh,
+        max_new_tokens=6,
+        batch_size=3,
+        n_boot=20,
+        progress=False,
+    )
+    a, b = read_predictions(out).records, read_predictions(fresh).records
+    assert {k: v["completion"] for k, v in a.items()} == {k: v["completion"] for k, v in b.items()}
+    assert open_for_resume(out) == set(a)

@@ -1,0 +1,300 @@
+"""QVS-Bench scoring and model-free diagnostics.
+
+:func:`score_benchmark` scores completions made anywhere against benchmark rows: per task x frame
+count, per task, per frame count, overall (micro: every question counts once; macro: every task
+counts once), the extraction-failure rate, map metrics per frame count, the correlation between
+map quality and answer score, and bootstrap confidence intervals. Scores are in [0, 1].
+
+The diagnostics answer every question from a map with the one ``solve``: the ground-truth map
+(must score 1.0), grid maps (N x N over the room) and maps with Gaussian noise on every box
+coordinate, which measures the metric-vs-grid claim at the level of the representation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from statistics import mean
+
+from .cogmap import CogMap, ObjectBox, parse_response
+from .questions import MC, TASKS, solve
+from .scoring import extract_choice, extract_number, match_maps, mc_accuracy, mra
+
+
+def row_kind(row: dict) -> str:
+    return row.get("kind") or TASKS[row["task"]].kind
+
+
+def score_row(row: dict, completion: str) -> dict:
+    """Score one completion (benchmark extraction: the last answer tag)."""
+    kind = row_kind(row)
+    if kind == MC:
+        got = extract_choice(completion)
+        score = mc_accuracy(got, row["answer"])
+    else:
+        got = extract_number(completion)
+        score = 0.0 if got is None else mra(got, float(row["answer"]))
+    rec = {
+        "id": row["id"],
+        "task": row["task"],
+        "num_frames": row.get("num_frames"),
+        "extracted": got,
+        "extraction_failed": got is None,
+        "score": score,
+    }
+    if row.get("map") is not None:
+        pred = parse_response(completion).cogmap
+        rec["map"] = pred.to_json() if pred is not None else None
+        if pred is not None:
+            m = match_maps(pred, CogMap.from_json(row["map"]))
+            rec.update(
+                map_recall=m.recall, map_center_error_m=m.mean_center_error, map_quality=m.quality
+            )
+        else:
+            rec.update(map_recall=0.0, map_center_error_m=None, map_quality=0.0)
+    return rec
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return mean(values) if values else None
+
+
+def _group(records: Sequence[dict], key: Callable[[dict], object]) -> dict:
+    groups: dict = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r)
+    return dict(groups)
+
+
+def bootstrap_ci(
+    values: Sequence[float], n: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[float]:
+    """Percentile bootstrap interval of the mean."""
+    if not values:
+        return [0.0, 0.0]
+    rng = random.Random(seed)
+    k = len(values)
+    means = sorted(sum(values[rng.randrange(k)] for _ in range(k)) / k for _ in range(n))
+    lo = means[int((1 - level) / 2 * (n - 1))]
+    hi = means[int((1 + level) / 2 * (n - 1))]
+    return [lo, hi]
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    if len(x) < 3:
+        return None
+    mx, my = mean(x), mean(y)
+    sx = math.sqrt(sum((a - mx) ** 2 for a in x))
+    sy = math.sqrt(sum((b - my) ** 2 for b in y))
+    if sx == 0 or sy == 0:
+        return None
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / (sx * sy)
+
+
+def frames_key(record: dict) -> str:
+    """Frame-count label of a record ('n/a' for benchmarks without frame counts, e.g. VSI-Bench)."""
+    return str(record["num_frames"]) if record.get("num_frames") else "n/a"
+
+
+def _by_frames(records: Sequence[dict]) -> list[tuple[str, list[dict]]]:
+    groups = _group(records, frames_key)
+    return sorted(groups.items(), key=lambda kv: (0, int(kv[0])) if kv[0].isdigit() else (1, 0))
+
+
+def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0) -> dict:
+    """The QVS-Bench tables of scored records."""
+    scores = [r["score"] for r in records]
+    tasks = sorted(_group(records, lambda r: r["task"]).items())
+    by_task = {t: mean(r["score"] for r in rs) for t, rs in tasks}
+    by_frames = {k: mean(r["score"] for r in rs) for k, rs in _by_frames(records)}
+    by_task_frames = {
+        t: {k: mean(r["score"] for r in ks) for k, ks in _by_frames(rs)} for t, rs in tasks
+    }
+    mapped = [r for r in records if "map_quality" in r]
+    map_by_frames = {
+        k: {
+            "object_recall": mean(r["map_recall"] for r in rs),
+            "center_error_m": _mean(
+                [r["map_center_error_m"] for r in rs if r["map_center_error_m"] is not None]
+            ),
+            "map_quality": mean(r["map_quality"] for r in rs),
+            "parse_rate": mean(r["map"] is not None for r in rs),
+        }
+        for k, rs in _by_frames(mapped)
+    }
+    return {
+        "n": len(records),
+        "overall": mean(scores) if scores else 0.0,
+        "overall_macro": mean(by_task.values()) if by_task else 0.0,
+        "by_task": by_task,
+        "by_frames": by_frames,
+        "by_task_frames": by_task_frames,
+        "extraction_failure_rate": mean(r["extraction_failed"] for r in records)
+        if records
+        else 0.0,
+        "map_by_frames": map_by_frames,
+        "map_answer_correlation": pearson(
+            [r["map_quality"] for r in mapped], [r["score"] for r in mapped]
+        ),
+        "ci95": {
+            "overall": bootstrap_ci(scores, n_boot, seed),
+            "by_task": {t: bootstrap_ci([r["score"] for r in rs], n_boot, seed) for t, rs in tasks},
+        },
+    }
+
+
+def score_benchmark(
+    rows: Sequence[dict],
+    predictions: dict[str, dict],
+    n_boot: int = 1000,
+    extra: dict | None = None,
+) -> dict:
+    """Score ``predictions`` (id -> record with "completion") against benchmark ``rows``.
+
+    Questions without a prediction score 0; predictions for unknown ids are ignored. The summary's
+    ``counts`` say how many of each were met (``extra`` adds reader counts such as bad lines).
+    """
+    known = {str(r["id"]) for r in rows}
+    records, missing, empty = [], 0, 0
+    for row in rows:
+        pred = predictions.get(str(row["id"]))
+        completion = pred.get("completion", "") if pred else ""
+        missing += pred is None
+        empty += pred is not None and not completion.strip()
+        records.append(score_row(row, completion))
+    summary = summarize_records(records, n_boot)
+    summary["counts"] = {
+        "questions": len(rows),
+        "predictions": len(predictions),
+        "missing": missing,
+        "unknown": sum(1 for k in predictions if k not in known),
+        "empty": empty,
+        "extraction_failures": sum(r["extraction_failed"] for r in records),
+        **(extra or {}),
+    }
+    summary["records"] = records
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnostics that need no model
+
+
+def oracle_score(row: dict, cogmap: CogMap) -> float:
+    """The score of the answer ``cogmap`` implies for the row's question."""
+    answer = solve(row["task"], row["params"], cogmap)
+    if answer is None:
+        return 0.0
+    if row_kind(row) == MC:
+        return mc_accuracy(answer, row["answer"])
+    return mra(float(answer), float(row["answer"]))
+
+
+def noisy_map(cogmap: CogMap, sigma: float, rng: random.Random) -> CogMap:
+    """Every box coordinate plus N(0, sigma) meters (min/max re-sorted)."""
+    out = []
+    for o in cogmap.objects:
+        x0, y0, x1, y1 = (v + rng.gauss(0.0, sigma) for v in o.bbox)
+        out.append(ObjectBox(o.name, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))))
+    return CogMap(tuple(out))
+
+
+def _by_task(rows: Sequence[dict], scores: Sequence[float]) -> dict:
+    groups: dict = defaultdict(list)
+    for r, s in zip(rows, scores, strict=True):
+        groups[r["task"]].append(s)
+    return {t: mean(v) for t, v in sorted(groups.items())} | {
+        "overall": mean(scores) if scores else 0.0
+    }
+
+
+def diagnostics(
+    rows: Sequence[dict],
+    grid_sizes: Sequence[int] = (10, 20),
+    sigmas: Sequence[float] = (0.05, 0.1, 0.2, 0.4, 0.8),
+    repeats: int = 3,
+    seed: int = 0,
+) -> dict:
+    """Scores per task of answers solved from the ground-truth map, grid maps and noisy maps."""
+    maps = [CogMap.from_json(r["map"]) for r in rows]
+    out = {
+        "ground_truth": _by_task(
+            rows, [oracle_score(r, m) for r, m in zip(rows, maps, strict=True)]
+        )
+    }
+    out["rounded_0.1m"] = _by_task(
+        rows, [oracle_score(r, m.rounded()) for r, m in zip(rows, maps, strict=True)]
+    )
+    for n in grid_sizes:
+        scores = [
+            oracle_score(r, m.to_grid(n, tuple(r["map_extent"])))
+            for r, m in zip(rows, maps, strict=True)
+        ]
+        out[f"grid_{n}"] = _by_task(rows, scores)
+    rng = random.Random(seed)
+    noise = {}
+    for sigma in sigmas:
+        scores = [
+            mean(oracle_score(r, noisy_map(m, sigma, rng)) for _ in range(repeats))
+            for r, m in zip(rows, maps, strict=True)
+        ]
+        noise[str(sigma)] = _by_task(rows, scores)
+    out["noise"] = noise
+    return out
+
+
+def blind_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str, dict]:
+    """The blind baseline: per task, the most frequent training answer (multiple choice: the
+    letter) or the mean training answer (numerical), as completions for ``rows``."""
+    by_task: dict[str, list[str]] = defaultdict(list)
+    for r in train_rows:
+        by_task[r["task"]].append(r["answer"])
+    guess = {}
+    for task, answers in by_task.items():
+        if TASKS[task].kind == MC:
+            guess[task] = max(sorted(set(answers)), key=answers.count)
+        else:
+            guess[task] = f"{mean(float(a) for a in answers):.2f}"
+    return {
+        str(r["id"]): {"id": r["id"], "completion": f"<answer>{guess.get(r['task'], '')}</answer>"}
+        for r in rows
+    }
+
+
+def format_table(summary: dict) -> str:
+    """A plain-text table: tasks x frame counts, with per-task, per-frames and overall scores."""
+    frames = list(summary["by_frames"])
+    width = max([len(t) for t in summary["by_task"]] + [12])
+    lines = [f"{'task':{width}s} " + " ".join(f"{k:>6s}" for k in frames) + "    all"]
+    for task, cells in summary["by_task_frames"].items():
+        row = " ".join(f"{100 * cells[k]:6.1f}" if k in cells else "     -" for k in frames)
+        lines.append(f"{task:{width}s} {row} {100 * summary['by_task'][task]:6.1f}")
+    lines.append(
+        f"{'all':{width}s} "
+        + " ".join(f"{100 * summary['by_frames'][k]:6.1f}" for k in frames)
+        + f" {100 * summary['overall']:6.1f}"
+    )
+    c = summary["counts"]
+    lines.append(
+        f"overall {100 * summary['overall']:.1f} (macro {100 * summary['overall_macro']:.1f}); extraction "
+        f"failures {100 * summary['extraction_failure_rate']:.1f}%; {c['questions']} questions, "
+        f"{c['missing']} missing, {c['unknown']} unknown ids, {c['empty']} empty, "
+        f"{c.get('bad_lines', 0)} unreadable lines, {c.get('duplicates', 0)} duplicates"
+    )
+    return "\n".join(lines)
+
+
+SUMMARY_FIELDS = (
+    "overall",
+    "overall_macro",
+    "by_task",
+    "by_frames",
+    "by_task_frames",
+    "extraction_failure_rate",
+    "map_by_frames",
+    "map_answer_correlation",
+    "ci95",
+    "counts",
+)

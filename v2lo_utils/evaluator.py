@@ -1,0 +1,100 @@
+"""Model evaluation over a benchmark: greedy generation, one appended JSON line per question.
+
+Each line holds the id, the completion, the parsed map, the extracted answer, the score and
+whether extraction failed. An interrupted run resumes: ids already in the file are skipped, and a
+partial last line is cut off first. Greedy decoding makes the results deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .benchmark import score_benchmark, score_row
+from .predictions import append_records, open_for_resume, read_predictions
+
+
+def evaluate_benchmark(
+    model,
+    processor,
+    rows: Sequence[dict],
+    root: str | Path,
+    out_file: str | Path,
+    max_new_tokens: int = 512,
+    batch_size: int = 4,
+    n_boot: int = 1000,
+    progress: bool = True,
+) -> dict:
+    """Generate for the rows ``out_file`` lacks, append them, and score the whole file."""
+    from tqdm.auto import tqdm
+
+    from .generation import generate_completions
+
+    done = open_for_resume(out_file)
+    todo = [r for r in rows if str(r["id"]) not in done]
+    bar = tqdm(
+        total=len(rows),
+        initial=len(rows) - len(todo),
+        desc="benchmark",
+        unit="q",
+        disable=not progress,
+    )
+    for i in range(0, len(todo), batch_size):
+        batch = todo[i : i + batch_size]
+        completions = generate_completions(
+            model, processor, batch, root, max_new_tokens, batch_size, progress=False
+        )
+        append_records(
+            out_file, (prediction_record(r, c) for r, c in zip(batch, completions, strict=True))
+        )
+        bar.update(len(batch))
+    bar.close()
+    return score_file(rows, out_file, n_boot)
+
+
+def prediction_record(row: dict, completion: str) -> dict:
+    rec = score_row(row, completion)
+    return {
+        "id": row["id"],
+        "completion": completion,
+        **{k: v for k, v in rec.items() if k != "id"},
+    }
+
+
+def score_file(rows: Sequence[dict], path: str | Path, n_boot: int = 1000) -> dict:
+    """Score a predictions file against benchmark rows, counting what the reader met."""
+    report = read_predictions(path)
+    extra = {"bad_lines": len(report.bad_lines), "duplicates": report.duplicates}
+    return score_benchmark(rows, report.records, n_boot, extra)
+
+
+def slug(label: str) -> str:
+    """A file-name-safe version of a label."""
+    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_") or "model"
+
+
+def evaluate_models(
+    models: dict[str, str],
+    rows: Sequence[dict],
+    root: str | Path,
+    out_dir: str | Path,
+    backend: str = "auto",
+    max_new_tokens: int = 512,
+    batch_size: int = 4,
+    n_boot: int = 1000,
+) -> dict[str, dict]:
+    """Evaluate each labelled model (folder or preset) into ``out_dir/<label>.jsonl``; resumable."""
+    import gc
+
+    from .models import load_model
+
+    summaries = {}
+    for label, source in models.items():
+        loaded = load_model(source, backend)
+        out_file = Path(out_dir) / f"{slug(label)}.jsonl"
+        summaries[label] = evaluate_benchmark(
+            loaded.model, loaded.processor, rows, root, out_file, max_new_tokens, batch_size, n_boot
+        )
+        del loaded
+        gc.collect()
+    return summaries

@@ -1,0 +1,111 @@
+"""A self-contained HTML report: headings, short texts, tables and plotly figures.
+
+plotly.js is embedded once, so the file opens offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def write_report(
+    path: str | Path, title: str, sections: list[tuple[str, list]], meta: dict | None = None
+) -> Path:
+    """``sections``: (heading, items); an item is a plotly figure, a string of text, or a dict
+    shown as JSON. Returns the path written."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "pre{background:#f5f5f5;padding:.6em;overflow-x:auto}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Generated {datetime.now(UTC).isoformat(timespec='seconds')}.</p>",
+    ]
+    if meta:
+        parts.append(f"<pre>{html.escape(json.dumps(meta, indent=2))}</pre>")
+    first = True
+    for heading, items in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        for item in items:
+            if hasattr(item, "to_html"):
+                parts.append(item.to_html(full_html=False, include_plotlyjs=first))
+                first = False
+            elif isinstance(item, str):
+                parts.append(f"<p>{html.escape(item)}</p>")
+            else:
+                parts.append(f"<pre>{html.escape(json.dumps(item, indent=2))}</pre>")
+    parts.append("</body></html>")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out
+
+
+def stage_metrics(run_dir: str | Path) -> dict[str, dict]:
+    """The metrics files the run's stages wrote (01_data_metrics.json, 02_sft_metrics.json, ...)."""
+    return {
+        p.stem: json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("0*_metrics.json"))
+    }
+
+
+def qvs_report(
+    run_dir: str | Path, summaries: dict[str, dict], diag: dict, frame_figs: list
+) -> Path:
+    """report.html and 05_qvs_metrics.json for a run: QVS-Bench-Sim tables and figures, the
+    training stages' metrics from the run folder, and the model-free diagnostics."""
+    from .evaluation import SUMMARY_KEYS
+    from .figures import (
+        compare_figure,
+        diagnostics_figure,
+        map_error_figure,
+        noise_figure,
+        stages_table,
+    )
+
+    run = Path(run_dir)
+    lean = {label: {k: v for k, v in s.items() if k != "records"} for label, s in summaries.items()}
+    (run / "05_qvs_metrics.json").write_text(
+        json.dumps({"summaries": lean, "diagnostics": diag}, indent=2)
+    )
+    stages = stage_metrics(run)
+    training = []
+    if "02_sft_metrics" in stages:
+        m = stages["02_sft_metrics"]
+        training.append(
+            compare_figure(
+                {"before SFT": m["before"], "after SFT": m["after"]},
+                SUMMARY_KEYS,
+                f"SFT on held-out clips ({m['before']['n']} rows)",
+            )
+        )
+    if "03_grpo_metrics" in stages:
+        m = stages["03_grpo_metrics"]
+        training.append(
+            compare_figure(
+                {"SFT": m["before"], "SFT + GRPO": m["after"]},
+                SUMMARY_KEYS,
+                f"GRPO on held-out prompts ({m['before']['n']} rows)",
+            )
+        )
+    sections = [
+        (
+            "QVS-Bench-Sim",
+            [stages_table(summaries), "Scores in percent; macro averages the tasks."],
+        ),
+        (
+            "Training stages (held-out rows, from this run's metrics files)",
+            training or ["No stage metrics."],
+        ),
+        ("Against the number of frames", [*frame_figs, map_error_figure(summaries)]),
+        ("Metric against grid maps (no model)", [diagnostics_figure(diag), noise_figure(diag)]),
+        ("Numbers", [{"qvs": lean, "stages": stages}]),
+    ]
+    return write_report(
+        run / "report.html",
+        "Video2Layout workbook: QVS-Bench report",
+        sections,
+        meta={"run_dir": str(run)},
+    )
