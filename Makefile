@@ -12,7 +12,9 @@ export MKL_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv run test lint format bench clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: venv browser run test lint format bench lab clean
 
 venv: $(VENV)/.installed
 
@@ -25,11 +27,23 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip download --quiet --no-deps --dest $(VENV)/wheels "unsloth==$(UNSLOTH_VERSION)"
 	touch $@
 
-run: venv
-	$(VENV)/bin/v2lo run --profile $(PROFILE)
+# one training process at a time: it may use every core (tests keep one thread per process)
+RUN_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 
-test: venv
+run: venv
+	OMP_NUM_THREADS=$(RUN_THREADS) $(VENV)/bin/v2lo run --profile $(PROFILE)
+
+# Debian's chromium for the JupyterLab browser test (Playwright drives it; no browser download)
+browser:
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser test will say so"
+
+test: venv browser
 	$(PY) -m pytest -q
+
+lab: venv
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) notebooks/01_data_inspection.ipynb
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -10,7 +10,13 @@ import pytest
 
 from v2lo_utils import dataset as dsmod
 from v2lo_utils.cogmap import CogMap, parse_map, parse_response
-from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set, read_jsonl
+from v2lo_utils.dataset import (
+    BuildConfig,
+    Dataset,
+    build_qvs_bench,
+    build_training_set,
+    read_jsonl,
+)
 from v2lo_utils.exporters import export_rows
 from v2lo_utils.loaders import DataError, check_frames, load_benchmark
 from v2lo_utils.questions import TASKS, solve
@@ -267,3 +273,25 @@ def test_collect_thor_frames_says_what_is_missing(tmp_path):
 def test_thor_map_requires_metadata_object():
     with pytest.raises(DataError, match="expected an AI2-THOR metadata object"):
         thor_map([], "x.json")
+
+
+def test_a_build_never_mixes_data_versions(tmp_path):
+    cfg = BuildConfig(scenes=1, seed=0, image_size=32, workers=1)
+    build_training_set(tmp_path / "t", cfg)
+    (tmp_path / "t" / "build.json").write_text('{"kind": "training", "data_version": 1}')
+    with pytest.raises(ValueError, match=r"t: holds a training build of data version 1"):
+        build_training_set(tmp_path / "t", cfg)
+    with pytest.raises(ValueError, match=r"holds a training build"):
+        build_qvs_bench(tmp_path / "t", cfg)
+    (tmp_path / "old" / "shards").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"old: holds shards of an older data version"):
+        build_training_set(tmp_path / "old", cfg)
+
+
+def test_target_maps_follow_the_question_order(train_ds):
+    from v2lo_utils.questions import question_names
+
+    for r in train_ds.rows["train"]:
+        names = [o["object_name"] for o in r["map"]]
+        wanted = list(dict.fromkeys(question_names(r["task"], r["params"])))
+        assert list(dict.fromkeys(names)) == wanted

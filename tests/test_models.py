@@ -50,6 +50,8 @@ def test_tokenizer_and_template(tiny):
     tok = m.processor.tokenizer
     for c in ("-2.5", "0.0", "7.9", "-8.0"):
         assert tok.tokenize(c) == [c]  # one token per coordinate
+    for name in ("armchair", "sidetable", "box", "dogbed"):
+        assert tok.tokenize(name) == [name]  # and per category name
     assert set(COORD_TOKENS) <= set(tok.get_vocab())
     assert m.processor.chat_template == chat_template()
     assert type(m.processor).get_attributes() == ["image_processor", "tokenizer"]
@@ -100,3 +102,16 @@ def test_bad_model_folders_name_path_and_what_is_missing(tmp_path, tiny):
         ModelFolderError, match=r"adapter_config\.json: missing base_model_name_or_path"
     ):
         load_model(adapter)
+
+
+def test_cached_presets_of_another_recipe_are_rebuilt(tmp_path):
+    from v2lo_utils.models import PRESET_FILE, PRESET_VERSION, resolve_source
+
+    folder = resolve_source("tiny", tmp_path)
+    doc = json.loads((folder / PRESET_FILE).read_text())
+    assert doc["version"] == PRESET_VERSION
+    (folder / PRESET_FILE).write_text(json.dumps({**doc, "version": PRESET_VERSION - 1}))
+    (folder / "stale.txt").write_text("from the old recipe")
+    assert resolve_source("tiny", tmp_path) == folder
+    assert not (folder / "stale.txt").exists()
+    assert json.loads((folder / PRESET_FILE).read_text())["version"] == PRESET_VERSION

@@ -42,3 +42,12 @@ def test_committed_notebooks_have_no_outputs():
             if cell["cell_type"] == "code":
                 assert not cell.get("outputs"), f"{path.name}: cell {i} has outputs"
                 assert cell.get("execution_count") is None, f"{path.name}: cell {i} has a count"
+
+
+def test_project_root_is_found_from_notebooks(tmp_path, monkeypatch):
+    from v2lo_utils.paths import at_project_root, project_root
+
+    assert project_root(ROOT / "notebooks") == ROOT
+    assert project_root(tmp_path) == tmp_path.resolve()  # no project above: stay
+    monkeypatch.chdir(ROOT / "notebooks")
+    assert at_project_root() == ROOT and Path.cwd() == ROOT

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from statistics import mean
 
-from .cogmap import CogMap, ObjectBox, parse_response
+from .cogmap import CogMap, ObjectBox, format_ok, format_response, parse_response
 from .questions import MC, TASKS, solve
 from .scoring import extract_choice, extract_number, match_maps, mc_accuracy, mra
 
@@ -43,6 +43,7 @@ def score_row(row: dict, completion: str) -> dict:
         "extracted": got,
         "extraction_failed": got is None,
         "score": score,
+        "format_ok": format_ok(completion),
     }
     if row.get("map") is not None:
         pred = parse_response(completion).cogmap
@@ -134,6 +135,7 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
         "extraction_failure_rate": mean(r["extraction_failed"] for r in records)
         if records
         else 0.0,
+        "format_rate": mean(r["format_ok"] for r in records) if records else 0.0,
         "map_by_frames": map_by_frames,
         "map_answer_correlation": pearson(
             [r["map_quality"] for r in mapped], [r["score"] for r in mapped]
@@ -246,21 +248,36 @@ def diagnostics(
 
 
 def blind_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str, dict]:
-    """The blind baseline: per task, the most frequent training answer (multiple choice: the
-    letter) or the mean training answer (numerical), as completions for ``rows``."""
-    by_task: dict[str, list[str]] = defaultdict(list)
+    """The blind baseline: one fixed completion per task, seeing neither frames nor question.
+
+    Its map lists the task's usual number of objects, the categories most often named in the
+    task's training maps, each at its mean training box; its answer is the most frequent training
+    answer (multiple choice: the letter) or the mean (numerical).
+    """
+    by_task: dict[str, list[dict]] = defaultdict(list)
     for r in train_rows:
-        by_task[r["task"]].append(r["answer"])
-    guess = {}
-    for task, answers in by_task.items():
+        by_task[r["task"]].append(r)
+    fixed = {}
+    for task, trs in by_task.items():
+        answers = [r["answer"] for r in trs]
         if TASKS[task].kind == MC:
-            guess[task] = max(sorted(set(answers)), key=answers.count)
+            answer = max(sorted(set(answers)), key=answers.count)
         else:
-            guess[task] = f"{mean(float(a) for a in answers):.2f}"
-    return {
-        str(r["id"]): {"id": r["id"], "completion": f"<answer>{guess.get(r['task'], '')}</answer>"}
-        for r in rows
-    }
+            answer = f"{mean(float(a) for a in answers):.2f}"
+        sizes = [len(r["map"]) for r in trs]
+        n = max(sorted(set(sizes)), key=sizes.count)
+        boxes: dict[str, list] = defaultdict(list)
+        for r in trs:
+            for o in r["map"]:
+                boxes[o["object_name"]].append(o["bbox"])
+        names = sorted(boxes, key=lambda k: (-len(boxes[k]), k))[:n]
+        cogmap = CogMap(
+            tuple(ObjectBox(k, tuple(map(mean, zip(*boxes[k], strict=True)))) for k in names)
+        )
+        fixed[task] = format_response(
+            cogmap.rounded(), "A guess from the training set alone.", answer
+        )
+    return {str(r["id"]): {"id": r["id"], "completion": fixed.get(r["task"], "")} for r in rows}
 
 
 def format_table(summary: dict) -> str:
@@ -293,6 +310,7 @@ SUMMARY_FIELDS = (
     "by_frames",
     "by_task_frames",
     "extraction_failure_rate",
+    "format_rate",
     "map_by_frames",
     "map_answer_correlation",
     "ci95",

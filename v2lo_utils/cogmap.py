@@ -103,9 +103,14 @@ class CogMap:
         return sum(1 for o in self.objects if name_key(o.name) == key)
 
     def subset(self, names: Iterable[str]) -> CogMap:
-        """Every object whose name is among ``names``, in map order."""
-        keys = {name_key(n) for n in names}
-        return CogMap(tuple(o for o in self.objects if name_key(o.name) in keys))
+        """Every object whose name is among ``names``, in the order of ``names``; instances of one
+        name from front-left to back-right (by center y, then x), so the order is a function of
+        the names and the geometry alone."""
+        out: list[ObjectBox] = []
+        for key in dict.fromkeys(name_key(n) for n in names):
+            same = [o for o in self.objects if name_key(o.name) == key]
+            out += sorted(same, key=lambda o: (o.center[1], o.center[0]))
+        return CogMap(tuple(out))
 
     def rounded(self, ndigits: int = 1) -> CogMap:
         """The map as its text states it: coordinates rounded to 0.1 m by default."""

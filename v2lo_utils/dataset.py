@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cogmap import CogMap, name_key
+from .cogmap import CogMap
 from .questions import (
     QVS_FRAME_SHARES,
     QVS_TASK_SHARES,
@@ -35,19 +35,19 @@ from .questions import (
     allocate,
     generate_question,
     make_target,
-    question_names,
+    relevant_map,
 )
 from .renderer import Renderer
 from .simulator import Scene, make_scene, sample_indices
 
+DATA_VERSION = 3  # bump when rows or targets change: a build never mixes versions
 FRAME_COUNTS = (1, 4, 8, 12, 16)
 CLIP_FRAMES = 16
 MIN_VISIBLE_FRACTION = 0.0006  # of the frame's pixels: 30 px at 224 x 224
 INSTRUCTION = (
-    "These are frames of a video of a room. First establish a bird's-eye-view map of the objects "
-    "the question names, in meters, with the first frame's camera at the origin, x to its right "
-    "and y forward, inside <map></map>; then compute the answer step by step from the map inside "
-    "<think></think>; then give only the option letter or the number inside <answer></answer>."
+    "Frames of a room video. Write the floor boxes of the objects the question names, in meters "
+    "(first camera at the origin, x right, y forward), in <map></map>; compute the answer from "
+    "them in <think></think>; give the option letter or the number in <answer></answer>."
 )
 
 
@@ -147,8 +147,8 @@ def visible_names(rc: RenderedClip, k: int, min_pixels: int) -> set[str]:
 def make_row(row_id: str, scene: Scene, rc: RenderedClip, k: int, q: Question, split: str) -> dict:
     """One dataset row (the schema every later stage reads)."""
     idx = sample_indices(len(rc.frames), k)
-    keys = {name_key(n) for n in question_names(q.task, q.params)}
-    shown = [i for i, o in enumerate(rc.gt.objects) if name_key(o.name) in keys]
+    # the question's objects in target order, as indices into the clip's objects
+    shown = [rc.gt.objects.index(o) for o in relevant_map(q.task, q.params, rc.gt)]
     return {
         "id": row_id,
         "split": split,
@@ -272,14 +272,39 @@ def _run_units(
     bar.close()
 
 
+def _claim(root: Path, kind: str) -> None:
+    """Mark ``root`` as a build of this kind and data version; refuse to resume another's."""
+    stamp = root / "build.json"
+    if stamp.exists():
+        found = json.loads(stamp.read_text())
+        if found != {"kind": kind, "data_version": DATA_VERSION}:
+            raise ValueError(
+                f"{root}: holds a {found.get('kind')} build of data version {found.get('data_version')}; "
+                f"this is a {kind} build of version {DATA_VERSION}: use another folder or delete it"
+            )
+    elif (root / "shards").exists():
+        raise ValueError(
+            f"{root}: holds shards of an older data version: use another folder or delete it"
+        )
+    else:
+        _atomic_write(stamp, json.dumps({"kind": kind, "data_version": DATA_VERSION}))
+
+
 def _write_manifest(root: Path, kind: str, cfg: BuildConfig, counts: dict) -> None:
-    doc = {"kind": kind, "config": asdict(cfg), "counts": counts, "clip_frames": CLIP_FRAMES}
+    doc = {
+        "kind": kind,
+        "data_version": DATA_VERSION,
+        "config": asdict(cfg),
+        "counts": counts,
+        "clip_frames": CLIP_FRAMES,
+    }
     _atomic_write(root / "manifest.json", json.dumps(doc, indent=2))
 
 
 def build_training_set(out: str | Path, cfg: BuildConfig) -> dict:
     """Build (or resume) a training set of ``cfg.scenes`` scenes; returns row counts per split."""
     root = Path(out)
+    _claim(root, "training")
     names = [f"train{cfg.seed}-s{i:05d}" for i in range(cfg.scenes)]
     units = [(cfg, str(root), n, i) for i, n in enumerate(names)]
     _run_units(_train_unit, units, names, root, cfg.workers, "scenes")
@@ -296,6 +321,7 @@ def build_training_set(out: str | Path, cfg: BuildConfig) -> dict:
 def build_qvs_bench(out: str | Path, cfg: BuildConfig) -> int:
     """Build (or resume) QVS-Bench-Sim with ``cfg.questions`` questions on held-out scenes."""
     root = Path(out)
+    _claim(root, "qvs_bench")
     plan = qvs_plan(cfg.questions, cfg.seed)
     slots = [(i, t, k) for i, (t, k) in enumerate(plan)]
     groups = [slots[i : i + cfg.qvs_group] for i in range(0, len(slots), cfg.qvs_group)]

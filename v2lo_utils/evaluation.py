@@ -81,3 +81,40 @@ def evaluate_model(
     completions = generate_completions(model, processor, rows, root, max_new_tokens, batch_size)
     records = [score_completion(r, c) for r, c in zip(rows, completions, strict=True)]
     return records, completions, summarize(records)
+
+
+def sampled_reward(
+    model,
+    processor,
+    rows: Sequence[dict],
+    root,
+    samples: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 512,
+    batch_size: int = 4,
+    seed: int = 0,
+) -> dict:
+    """The policy's expected paper reward on ``rows``: ``samples`` completions per row at
+    ``temperature`` (what GRPO optimises), with its format and accuracy parts."""
+    from .generation import generate_completions
+
+    completions = generate_completions(
+        model,
+        processor,
+        rows,
+        root,
+        max_new_tokens,
+        batch_size,
+        temperature=temperature,
+        samples=samples,
+        seed=seed,
+    )
+    scores = [paper_score(c, rows[i // samples]["answer"]) for i, c in enumerate(completions)]
+    return {
+        "n_prompts": len(rows),
+        "samples": samples,
+        "temperature": temperature,
+        "mean_reward": mean(s["overall"] for s in scores) if scores else 0.0,
+        "format": mean(s["format"] for s in scores) if scores else 0.0,
+        "accuracy": mean(s["accuracy"] for s in scores) if scores else 0.0,
+    }

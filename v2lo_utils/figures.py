@@ -448,6 +448,7 @@ def stages_table(summaries: dict[str, dict]) -> go.Figure:
         "overall",
         "macro",
         *tasks,
+        "format",
         "extraction fail.",
         "map recall",
         "center err. (m)",
@@ -466,6 +467,7 @@ def stages_table(summaries: dict[str, dict]) -> go.Figure:
             pct(s["overall"]),
             pct(s["overall_macro"]),
             *[pct(s["by_task"].get(t)) for t in tasks],
+            pct(s.get("format_rate")),
             pct(s["extraction_failure_rate"]),
             pct(map_mean(s, "object_recall")),
             f"{map_mean(s, 'center_error_m'):.2f}"
@@ -479,4 +481,23 @@ def stages_table(summaries: dict[str, dict]) -> go.Figure:
         go.Table(header=dict(values=header, height=40), cells=dict(values=columns, height=28))
     )
     fig.update_layout(title="QVS-Bench-Sim scores (%)", height=220 + 32 * len(cells))
+    return fig
+
+
+def frames_table(summaries: dict[str, dict]) -> go.Figure:
+    """One row per model: the score (%) at each number of frames."""
+    keys = sorted(
+        {k for s in summaries.values() for k in s["by_frames"]},
+        key=lambda k: (not k.isdigit(), k.zfill(3)),
+    )
+    rows = [
+        [label, *[f"{100 * s['by_frames'][k]:.1f}" if k in s["by_frames"] else "-" for k in keys]]
+        for label, s in summaries.items()
+    ]
+    columns = [[r[i] for r in rows] for i in range(len(keys) + 1)]
+    header = ["model", *[f"{k} frames" for k in keys]]
+    fig = go.Figure(
+        go.Table(header=dict(values=header, height=32), cells=dict(values=columns, height=28))
+    )
+    fig.update_layout(title="Score (%) by number of frames", height=200 + 32 * len(rows))
     return fig

@@ -42,8 +42,12 @@ def generate_completions(
     max_new_tokens: int = 512,
     batch_size: int = 4,
     progress: bool = True,
+    temperature: float = 0.0,
+    samples: int = 1,
+    seed: int = 0,
 ) -> list[str]:
-    """Greedy completions for ``rows``, in order (deterministic)."""
+    """Completions for ``rows``, in order: greedy (deterministic) by default; with a temperature,
+    ``samples`` sampled completions per row, row after row (seeded)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -71,14 +75,22 @@ def generate_completions(
                 padding_side="left",
                 return_tensors="pt",
             ).to(device)
+            sampling = {"do_sample": False}
+            if temperature > 0:
+                torch.manual_seed(seed + len(out))
+                sampling = {
+                    "do_sample": True,
+                    "temperature": temperature,
+                    "num_return_sequences": samples,
+                }
             with torch.no_grad():
                 ids = model.generate(
                     **inputs,
                     max_new_tokens=max_new_tokens,
-                    do_sample=False,
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
                     suppress_tokens=vision_token_ids(tok),
+                    **sampling,
                 )
             new = ids[:, inputs["input_ids"].shape[1] :]
             out += tok.batch_decode(new, skip_special_tokens=True)

@@ -35,6 +35,7 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 COORD_TOKENS = tuple(f"{i / 10:.1f}" for i in range(-80, 81))
+PRESET_VERSION = 3  # bump when the preset recipe changes: cached presets are rebuilt
 
 
 VISION_TOKENS = (
@@ -138,6 +139,13 @@ def corpus(n_scenes: int = 300, seed: int = 0) -> list[str]:
     return texts
 
 
+def category_tokens() -> tuple[str, ...]:
+    """The furniture category names maps and questions use."""
+    from .catalog import CATEGORIES
+
+    return tuple(c.name for c in CATEGORIES)
+
+
 def build_tokenizer(texts: list[str], vocab_size: int):
     """A byte-level BPE tokenizer with Qwen's special tokens and one token per coordinate."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -153,7 +161,9 @@ def build_tokenizer(texts: list[str], vocab_size: int):
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
-    tok.add_tokens([AddedToken(c, normalized=False) for c in COORD_TOKENS])
+    # one token per coordinate and per category name: copying a name from the question into the
+    # map, or writing a coordinate, is then a single-token decision
+    tok.add_tokens([AddedToken(c, normalized=False) for c in (*COORD_TOKENS, *category_tokens())])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -217,7 +227,7 @@ def create_preset(name: str, out: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(tmp)
     make_processor(tokenizer, p.image_size).save_pretrained(tmp)
     (tmp / PRESET_FILE).write_text(
-        json.dumps({"preset": name, "seed": seed, **asdict(p)}, indent=2)
+        json.dumps({"preset": name, "version": PRESET_VERSION, "seed": seed, **asdict(p)}, indent=2)
     )
     try:
         os.rename(tmp, out)
@@ -269,12 +279,21 @@ def check_model_folder(path: str | Path) -> Path:
     return p
 
 
+def preset_version(folder: Path) -> int | None:
+    """The recipe version of a cached preset folder; None when there is none."""
+    try:
+        return json.loads((folder / PRESET_FILE).read_text()).get("version")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def resolve_source(source: str | Path, cache: str | Path = "outputs/models") -> Path:
     """A preset name ('tiny', 'small') becomes its folder under ``cache`` (built once); anything
     else must be a local model folder."""
     if str(source) in PRESETS:
         folder = Path(cache) / str(source)
-        if not (folder / PRESET_FILE).exists():
+        if preset_version(folder) != PRESET_VERSION:
+            shutil.rmtree(folder, ignore_errors=True)
             create_preset(str(source), folder)
         return folder
     return check_model_folder(source)

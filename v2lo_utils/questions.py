@@ -160,7 +160,8 @@ def question_names(task: str, params: dict) -> list[str]:
 
 
 def relevant_map(task: str, params: dict, cogmap: CogMap) -> CogMap:
-    """The objects a target map lists for this question (for counting: every instance)."""
+    """The objects a target map lists for this question, in the order the question names them
+    (for counting: every instance)."""
     return cogmap.subset(question_names(task, params))
 
 

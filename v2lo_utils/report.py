@@ -60,6 +60,7 @@ def qvs_report(
     from .figures import (
         compare_figure,
         diagnostics_figure,
+        frames_table,
         map_error_figure,
         noise_figure,
         stages_table,
@@ -90,10 +91,24 @@ def qvs_report(
                 f"GRPO on held-out prompts ({m['before']['n']} rows)",
             )
         )
+        text = f"Held-out mean reward, greedy: SFT {m['before']['mean_reward']:.3f}, SFT + GRPO {m['after']['mean_reward']:.3f}."
+        if "sampled" in m["before"] and "sampled" in m["after"]:
+            b, a = m["before"]["sampled"], m["after"]["sampled"]
+            text += (
+                f" Sampled as in training ({a['samples']} per prompt, temperature {a['temperature']}):"
+                f" SFT {b['mean_reward']:.3f}, SFT + GRPO {a['mean_reward']:.3f}."
+            )
+        training.append(text)
     sections = [
         (
             "QVS-Bench-Sim",
-            [stages_table(summaries), "Scores in percent; macro averages the tasks."],
+            [
+                stages_table(summaries),
+                frames_table(summaries),
+                "Scores in percent; macro averages the tasks; format is the paper's map/think/answer "
+                "rule; map recall and center error compare the written map with the question's "
+                "objects.",
+            ],
         ),
         (
             "Training stages (held-out rows, from this run's metrics files)",

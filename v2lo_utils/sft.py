@@ -42,6 +42,7 @@ class SFTParams:
     batch_size: int = 8
     grad_accum: int = 1
     warmup: float = 0.0  # steps, or a fraction of the run when below 1
+    lr_scheduler: str = ""  # transformers scheduler name; default: cosine for lora, linear for full
     lora_r: int = 64
     lora_alpha: int = 128
     lora_dropout: float = 0.05
@@ -148,7 +149,7 @@ def sft_config_kwargs(p: SFTParams, on_gpu: bool, world_size: int = 1) -> dict:
         "per_device_train_batch_size": p.batch_size,
         "gradient_accumulation_steps": p.grad_accum,
         "warmup_steps": p.warmup,
-        "lr_scheduler_type": "cosine" if p.mode == "lora" else "linear",
+        "lr_scheduler_type": p.lr_scheduler or ("cosine" if p.mode == "lora" else "linear"),
         "logging_steps": p.logging_steps,
         "save_strategy": "steps",
         "save_steps": p.save_steps,
