@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 RUN_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 
 run: venv
-	OMP_NUM_THREADS=$(RUN_THREADS) $(VENV)/bin/v2lo run --profile $(PROFILE)
+	OMP_NUM_THREADS=$(RUN_THREADS) MKL_NUM_THREADS=$(RUN_THREADS) $(VENV)/bin/v2lo run --profile $(PROFILE)
 
 # Debian's chromium for the JupyterLab browser test (Playwright drives it; no browser download)
 browser:
