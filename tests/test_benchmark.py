@@ -239,3 +239,27 @@ def test_evaluation_killed_midway_resumes_without_loss_or_duplicates(qvs, tmp_pa
     a, b = read_predictions(out).records, read_predictions(fresh).records
     assert {k: v["completion"] for k, v in a.items()} == {k: v["completion"] for k, v in b.items()}
     assert open_for_resume(out) == set(a)
+
+
+def test_report_verdicts_say_where_a_model_stays_at_baseline():
+    from v2lo_utils.report import verdicts
+
+    def summary(overall, by_task, recall, err):
+        return {
+            "overall": overall,
+            "by_task": by_task,
+            "map_by_frames": {"1": {"object_recall": recall, "center_error_m": err}},
+        }
+
+    lines = verdicts(
+        {
+            "blind baseline": summary(0.3, {"a": 0.5, "b": 0.1}, 0.2, 2.0),
+            "model": summary(0.4, {"a": 0.4, "b": 0.6}, 0.9, 2.5),
+        }
+    )
+    assert lines == [
+        "model: overall 40.0% against 30.0% blind; at or below the blind baseline on a. "
+        "Map object recall 0.90 against 0.20 blind; center error 2.50 m against 2.00 m "
+        "blind (not better)."
+    ]
+    assert verdicts({"model": summary(0.4, {}, None, None)}) == []

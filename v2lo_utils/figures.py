@@ -480,7 +480,7 @@ def stages_table(summaries: dict[str, dict]) -> go.Figure:
     fig = go.Figure(
         go.Table(header=dict(values=header, height=40), cells=dict(values=columns, height=28))
     )
-    fig.update_layout(title="QVS-Bench-Sim scores (%)", height=220 + 32 * len(cells))
+    fig.update_layout(title="QVS-Bench-Sim scores (%)", height=260 + 52 * len(cells))
     return fig
 
 

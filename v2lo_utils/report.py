@@ -108,6 +108,7 @@ def qvs_report(
                 "Scores in percent; macro averages the tasks; format is the paper's map/think/answer "
                 "rule; map recall and center error compare the written map with the question's "
                 "objects.",
+                *verdicts(summaries),
             ],
         ),
         (
@@ -124,3 +125,38 @@ def qvs_report(
         sections,
         meta={"run_dir": str(run)},
     )
+
+
+def _map_mean(summary: dict, key: str) -> float | None:
+    vals = [m[key] for m in summary.get("map_by_frames", {}).values() if m.get(key) is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def verdicts(summaries: dict[str, dict], baseline: str = "blind baseline") -> list[str]:
+    """Plain sentences: where each model beats the baseline, and where it does not."""
+    if baseline not in summaries:
+        return []
+    base = summaries[baseline]
+    out = []
+    for label, s in summaries.items():
+        if label == baseline:
+            continue
+        below = [t for t, v in s["by_task"].items() if v <= base["by_task"].get(t, 0.0)]
+        text = (
+            f"{label}: overall {100 * s['overall']:.1f}% against {100 * base['overall']:.1f}% blind"
+        )
+        text += (
+            f"; at or below the blind baseline on {', '.join(below)}."
+            if below
+            else "; above the blind baseline on every task."
+        )
+        rec, brec = _map_mean(s, "object_recall"), _map_mean(base, "object_recall")
+        err, berr = _map_mean(s, "center_error_m"), _map_mean(base, "center_error_m")
+        if rec is not None and brec is not None:
+            text += f" Map object recall {rec:.2f} against {brec:.2f} blind"
+            if err is not None and berr is not None:
+                word = "better" if err < berr else "not better"
+                text += f"; center error {err:.2f} m against {berr:.2f} m blind ({word})"
+            text += "."
+        out.append(text)
+    return out
