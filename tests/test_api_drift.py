@@ -120,7 +120,6 @@ def test_unsloth_signatures_from_the_pinned_wheel():
 @pytest.mark.parametrize("on_gpu", [False, True])
 def test_grpo_calls(on_gpu):
     from v2lo_utils.grpo import GRPOParams, grpo_config_kwargs
-    from v2lo_utils.grpo import lora_kwargs as grpo_lora_kwargs
 
     g = GRPOParams(
         data_dir="d", output_dir="o", model_source="m", use_vllm=True, map_reward_weight=0.1
@@ -128,7 +127,7 @@ def test_grpo_calls(on_gpu):
     kwargs = grpo_config_kwargs(g, on_gpu)
     assert set(kwargs) <= fields(trl.GRPOConfig)
     assert kwargs["use_vllm"] is on_gpu and kwargs["beta"] == 0.0 and kwargs["num_generations"] == 4
-    assert set(grpo_lora_kwargs(g)) <= fields(peft.LoraConfig)
+    assert set(lora_kwargs(g)) <= fields(peft.LoraConfig)
     assert {
         "model",
         "reward_funcs",

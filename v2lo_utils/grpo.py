@@ -14,16 +14,16 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .models import vision_token_ids
 from .rewards import accuracy_reward, format_reward, map_reward
-from .sft import LM_LINEAR_REGEX, last_checkpoint, write_rank_report
+from .sft import StageParams, StageResult, last_checkpoint, lora_kwargs, save_final
 
 
 @dataclass
-class GRPOParams:
+class GRPOParams(StageParams):
     """Everything one GRPO run needs; the paper's values are the defaults where it gives them."""
 
     data_dir: str
@@ -54,11 +54,6 @@ class GRPOParams:
     seed: int = 0
     model_cache: str = "outputs/models"
     extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_parameters(cls, values: dict, **overrides) -> GRPOParams:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{**{k: v for k, v in values.items() if k in known}, **overrides})
 
 
 def grpo_rows(rows: list[dict], root: str | Path, max_frames: int | None = None) -> list[dict]:
@@ -104,17 +99,6 @@ def reward_setup(map_weight: float = 0.0) -> tuple[list, list[float]]:
     return funcs, weights
 
 
-def lora_kwargs(p: GRPOParams) -> dict:
-    return {
-        "r": p.lora_r,
-        "lora_alpha": p.lora_alpha,
-        "lora_dropout": p.lora_dropout,
-        "target_modules": LM_LINEAR_REGEX,
-        "bias": "none",
-        "task_type": "CAUSAL_LM",
-    }
-
-
 def grpo_config_kwargs(p: GRPOParams, on_gpu: bool, suppress_ids: list[int] = ()) -> dict:
     """Arguments of trl.GRPOConfig for this run and device; ``suppress_ids`` are tokens rollouts
     may not sample (transformers generation)."""
@@ -152,7 +136,7 @@ def grpo_config_kwargs(p: GRPOParams, on_gpu: bool, suppress_ids: list[int] = ()
 
 
 @dataclass
-class GRPOResult:
+class GRPOResult(StageResult):
     output_dir: Path
     final_dir: Path
     global_step: int
@@ -160,11 +144,6 @@ class GRPOResult:
     train_seconds: float
     steps_per_second: float
     log_history: list[dict]
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["output_dir"], d["final_dir"] = str(self.output_dir), str(self.final_dir)
-        return d
 
 
 def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
@@ -215,11 +194,7 @@ def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
-    final = Path(p.output_dir) / "final"
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(final))
-        loaded.processor.save_pretrained(final)
-    write_rank_report(Path(p.output_dir), trainer.model, trainer.state.global_step)
+    final = save_final(trainer, loaded.processor, Path(p.output_dir), trainer.model)
     done = trainer.state.global_step - (int(resume.name.split("-")[-1]) if resume else 0)
     return GRPOResult(
         output_dir=Path(p.output_dir),

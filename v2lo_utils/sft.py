@@ -27,8 +27,27 @@ from .models import count_parameters, load_model
 LM_LINEAR_REGEX = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
+class StageParams:
+    """What the training stages' parameter dataclasses share."""
+
+    @classmethod
+    def from_parameters(cls, values: dict, **overrides):
+        """Pick the known fields out of ``values`` (a notebook's parameters), then ``overrides``."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{**{k: v for k, v in values.items() if k in known}, **overrides})
+
+
+class StageResult:
+    """What the training stages' results share: JSON with the folders as strings."""
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["output_dir"], d["final_dir"] = str(self.output_dir), str(self.final_dir)
+        return d
+
+
 @dataclass
-class SFTParams:
+class SFTParams(StageParams):
     """Everything one SFT run needs; profiles set these through the notebook's parameters."""
 
     data_dir: str
@@ -55,12 +74,6 @@ class SFTParams:
     gradient_checkpointing: bool = False
     model_cache: str = "outputs/models"
     extra: dict = field(default_factory=dict)  # further SFTConfig arguments
-
-    @classmethod
-    def from_parameters(cls, values: dict, **overrides) -> SFTParams:
-        """Pick the known fields out of ``values`` (a notebook's parameters), then ``overrides``."""
-        known = set(cls.__dataclass_fields__)
-        return cls(**{**{k: v for k, v in values.items() if k in known}, **overrides})
 
     @classmethod
     def from_file(cls, path: str | Path) -> SFTParams:
@@ -111,8 +124,9 @@ class FrameLoadingCollator:
         return self.inner(loaded)
 
 
-def lora_kwargs(p: SFTParams) -> dict:
-    """Arguments of peft.LoraConfig: the language model's linear layers only."""
+def lora_kwargs(p) -> dict:
+    """Arguments of peft.LoraConfig from a stage's ``lora_r``, ``lora_alpha`` and ``lora_dropout``:
+    the language model's linear layers only."""
     return {
         "r": p.lora_r,
         "lora_alpha": p.lora_alpha,
@@ -178,7 +192,7 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 @dataclass
-class SFTResult:
+class SFTResult(StageResult):
     output_dir: Path
     final_dir: Path
     global_step: int
@@ -187,11 +201,6 @@ class SFTResult:
     samples_per_second: float
     log_history: list[dict]
     parameters: dict
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["output_dir"], d["final_dir"] = str(self.output_dir), str(self.final_dir)
-        return d
 
 
 def prepare_model(p: SFTParams):
@@ -246,11 +255,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
-    final = Path(p.output_dir) / "final"
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(final))
-        processor.save_pretrained(final)
-    write_rank_report(Path(p.output_dir), model, trainer.state.global_step)
+    final = save_final(trainer, processor, Path(p.output_dir), model)
     return SFTResult(
         output_dir=Path(p.output_dir),
         final_dir=final,
@@ -261,6 +266,17 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         log_history=list(trainer.state.log_history),
         parameters={**count_parameters(model), "backend": backend, "mode": p.mode},
     )
+
+
+def save_final(trainer, processor, output_dir: Path, model) -> Path:
+    """Save the trained model (or adapter) and the processor to ``output_dir/final`` (rank 0), and
+    every rank's report; returns the final folder."""
+    final = output_dir / "final"
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(final))
+        processor.save_pretrained(final)
+    write_rank_report(output_dir, model, trainer.state.global_step)
+    return final
 
 
 def parameter_digest(model) -> str:
