@@ -20,6 +20,7 @@ from statistics import mean
 
 from .cogmap import CogMap, ObjectBox, format_ok, format_response, parse_response
 from .questions import MC, TASKS, solve
+from .rewards import paper_score
 from .scoring import extract_choice, extract_number, match_maps, mc_accuracy, mra
 
 
@@ -28,7 +29,9 @@ def row_kind(row: dict) -> str:
 
 
 def score_row(row: dict, completion: str) -> dict:
-    """Score one completion (benchmark extraction: the last answer tag)."""
+    """Score one completion: the answer (benchmark extraction: the last answer tag), the paper's
+    format rule and reward, and, when the row has a map, the parsed map against it (``map_*`` keys
+    from :meth:`MapMatch.summary`; recall and quality 0 when no map parses)."""
     kind = row_kind(row)
     if kind == MC:
         got = extract_choice(completion)
@@ -44,15 +47,15 @@ def score_row(row: dict, completion: str) -> dict:
         "extraction_failed": got is None,
         "score": score,
         "format_ok": format_ok(completion),
+        "reward": paper_score(completion, row["answer"])["overall"],
     }
     if row.get("map") is not None:
-        pred = parse_response(completion).cogmap
-        rec["map"] = pred.to_json() if pred is not None else None
+        parsed = parse_response(completion)
+        pred = parsed.cogmap
+        rec.update(map=pred.to_json() if pred is not None else None, map_error=parsed.map_error)
         if pred is not None:
-            m = match_maps(pred, CogMap.from_json(row["map"]))
-            rec.update(
-                map_recall=m.recall, map_center_error_m=m.mean_center_error, map_quality=m.quality
-            )
+            summary = match_maps(pred, CogMap.from_json(row["map"])).summary()
+            rec.update({f"map_{k}": v for k, v in summary.items()})
         else:
             rec.update(map_recall=0.0, map_center_error_m=None, map_quality=0.0)
     return rec

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import mean
 
-from .cogmap import CogMap, parse_response
+from .benchmark import score_row
 from .rewards import paper_score
-from .scoring import match_maps, score_answer
 
 # the headline metrics of :func:`summarize`, for tables and figures
 SUMMARY_KEYS = (
@@ -21,30 +20,8 @@ SUMMARY_KEYS = (
 
 
 def score_completion(row: dict, completion: str) -> dict:
-    """One completion: format, parsed map against the row's map, answer score, paper reward."""
-    r = parse_response(completion)
-    rec = {
-        "id": row.get("id"),
-        "task": row["task"],
-        "num_frames": row.get("num_frames"),
-        "format_ok": r.format_ok,
-        "map_parsed": r.cogmap is not None,
-        "map_error": r.map_error,
-    }
-    if r.cogmap is not None and row.get("map") is not None:
-        rec.update(
-            {
-                f"map_{k}": v
-                for k, v in match_maps(r.cogmap, CogMap.from_json(row["map"])).summary().items()
-            }
-        )
-    ans = score_answer(row["task"], completion, row["answer"])
-    rec.update(
-        score=ans.score,
-        extraction_failed=ans.failed,
-        reward=paper_score(completion, row["answer"])["overall"],
-    )
-    return rec
+    """One completion against its row: the benchmark's record (format, map, answer, reward)."""
+    return score_row(row, completion)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -61,7 +38,7 @@ def summarize(records: Sequence[dict]) -> dict:
     return {
         "n": n,
         "format_rate": sum(r["format_ok"] for r in records) / n,
-        "map_parse_rate": sum(r["map_parsed"] for r in records) / n,
+        "map_parse_rate": sum(r.get("map") is not None for r in records) / n,
         "object_recall": sum(r.get("map_recall", 0.0) for r in records) / n,
         "object_precision": sum(r.get("map_precision", 0.0) for r in records) / n,
         "center_error_m": _mean([r.get("map_center_error_m") for r in records]),
