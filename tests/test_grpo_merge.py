@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
+from training_helpers import Interrupted, StopAt
 
 from v2lo_utils import grpo as grpo_mod
-from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
+from v2lo_utils.dataset import Dataset
 from v2lo_utils.merge import (
     load_merged,
     logits_on,
@@ -16,25 +16,17 @@ from v2lo_utils.merge import (
     merge_stage,
     teacher_forced_batch,
 )
-from v2lo_utils.models import create_preset, load_model
+from v2lo_utils.models import load_model
 from v2lo_utils.rewards import compute_score, map_reward
 from v2lo_utils.sft import last_checkpoint
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("grpo")
-    build_training_set(base / "data", BuildConfig(scenes=3, seed=4, image_size=56, workers=1))
-    create_preset("tiny", base / "models" / "tiny")
-    return base
-
-
-def gparams(setup, out, **kw):
+def gparams(tiny_workspace, out, **kw):
     defaults = dict(
-        data_dir=str(setup / "data"),
+        data_dir=str(tiny_workspace / "data"),
         output_dir=str(out),
         model_source="tiny",
-        model_cache=str(setup / "models"),
+        model_cache=str(tiny_workspace / "models"),
         batch_size=4,
         num_generations=4,
         max_steps=1,
@@ -48,7 +40,9 @@ def gparams(setup, out, **kw):
     return grpo_mod.GRPOParams(**{**defaults, **kw})
 
 
-def test_rewards_receive_the_columns_and_return_the_core_scores(setup, tmp_path, monkeypatch):
+def test_rewards_receive_the_columns_and_return_the_core_scores(
+    tiny_workspace, tmp_path, monkeypatch
+):
     seen = []
     real_setup = grpo_mod.reward_setup
 
@@ -67,10 +61,10 @@ def test_rewards_receive_the_columns_and_return_the_core_scores(setup, tmp_path,
         return [wrap(f) for f in funcs], weights
 
     monkeypatch.setattr(grpo_mod, "reward_setup", spying)
-    grpo_mod.train_grpo(gparams(setup, tmp_path / "g", map_reward_weight=0.2))
+    grpo_mod.train_grpo(gparams(tiny_workspace, tmp_path / "g", map_reward_weight=0.2))
     by_name = {name: (c, kw, out) for name, c, kw, out in seen}
     assert set(by_name) == {"accuracy_by_task", "format_reward", "map_reward"}
-    rows = {r["id"]: r for r in Dataset.load(setup / "data").rows["train"]}
+    rows = {r["id"]: r for r in Dataset.load(tiny_workspace / "data").rows["train"]}
     completions, kw, acc = by_name["accuracy_by_task"]
     texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
     for i, row_id in enumerate(kw["id"]):
@@ -85,21 +79,8 @@ def test_rewards_receive_the_columns_and_return_the_core_scores(setup, tmp_path,
     assert by_name["map_reward"][2] == map_reward(completions, map=kw["map"])
 
 
-class Interrupted(Exception):
-    pass
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == self.step:
-            raise Interrupted
-
-
-def test_grpo_resumes_after_an_interruption(setup, tmp_path):
-    p = gparams(setup, tmp_path / "r", max_steps=3)
+def test_grpo_resumes_after_an_interruption(tiny_workspace, tmp_path):
+    p = gparams(tiny_workspace, tmp_path / "r", max_steps=3)
     with pytest.raises(Interrupted):  # killed during step 2, before its checkpoint
         grpo_mod.train_grpo(p, callbacks=[StopAt(2)])
     assert last_checkpoint(p.output_dir).name == "checkpoint-1"
@@ -113,12 +94,12 @@ def test_grpo_resumes_after_an_interruption(setup, tmp_path):
     assert (result.final_dir / "adapter_model.safetensors").is_file()
 
 
-def test_merge_parity(setup, tmp_path):
+def test_merge_parity(tiny_workspace, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from v2lo_utils.sft import LM_LINEAR_REGEX
 
-    base_dir = setup / "models" / "tiny"
+    base_dir = tiny_workspace / "models" / "tiny"
     torch.manual_seed(0)
     base = load_model(base_dir)
     adapted = get_peft_model(
@@ -127,7 +108,7 @@ def test_merge_parity(setup, tmp_path):
     )  # a non-trivial adapter
     adapted.save_pretrained(tmp_path / "adapter")
     base.processor.save_pretrained(tmp_path / "adapter")
-    ds = Dataset.load(setup / "data")
+    ds = Dataset.load(tiny_workspace / "data")
     rows = ds.rows["train"][:3]
     report = merge_stage(tmp_path / "adapter", tmp_path / "merged", rows, ds.root)
     assert report.merged and report.base == str(base_dir)
@@ -146,7 +127,7 @@ def test_merge_parity(setup, tmp_path):
     assert out.shape[1] == batch["input_ids"].shape[1] + 3
 
 
-def test_grpo_batches_mix_frame_counts(setup, tmp_path, monkeypatch):
+def test_grpo_batches_mix_frame_counts(tiny_workspace, tmp_path, monkeypatch):
     """Prompts with 1 and 4 frames in one batch: the loss pass re-tokenises them, and the image
     token types it builds must line up with the image tokens of the (left-padded) prompts."""
     import shutil
@@ -166,10 +147,10 @@ def test_grpo_batches_mix_frame_counts(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(qwen.Qwen2_5_VLModel, "get_rope_index", aligned)
 
     data = tmp_path / "data"
-    shutil.copytree(setup / "data", data)
+    shutil.copytree(tiny_workspace / "data", data)
     rows = read_jsonl(data / "train.jsonl")
     pick = [next(r for r in rows if r["num_frames"] == k) for k in (1, 4)]
     write_jsonl(data / "train.jsonl", pick)
-    p = gparams(setup, tmp_path / "mix", data_dir=str(data), batch_size=8, max_steps=2)
+    p = gparams(tiny_workspace, tmp_path / "mix", data_dir=str(data), batch_size=8, max_steps=2)
     assert grpo_mod.train_grpo(p).global_step == 2
     assert checked

@@ -7,29 +7,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import TrainerCallback
+from training_helpers import Interrupted, StopAt
 
-from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
-from v2lo_utils.models import create_preset, load_model
+from v2lo_utils.dataset import Dataset
+from v2lo_utils.models import load_model
 from v2lo_utils.sft import FrameLoadingCollator, SFTParams, last_checkpoint, sft_rows, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("sft")
-    build_training_set(base / "data", BuildConfig(scenes=3, seed=2, image_size=56, workers=1))
-    create_preset("tiny", base / "models" / "tiny")
-    return base
-
-
-def params(setup, out, **kw):
+def params(tiny_workspace, out, **kw):
     defaults = dict(
-        data_dir=str(setup / "data"),
+        data_dir=str(tiny_workspace / "data"),
         output_dir=str(out),
         model_source="tiny",
-        model_cache=str(setup / "models"),
+        model_cache=str(tiny_workspace / "models"),
         batch_size=2,
         logging_steps=1,
         max_frames=4,
@@ -37,10 +29,10 @@ def params(setup, out, **kw):
     return SFTParams(**{**defaults, **kw})
 
 
-def test_loss_covers_the_assistant_turn_only(setup):
-    ds = Dataset.load(setup / "data")
+def test_loss_covers_the_assistant_turn_only(tiny_workspace):
+    ds = Dataset.load(tiny_workspace / "data")
     rows = sft_rows(ds.rows["train"][:2], ds.root)
-    processor = load_model(setup / "models" / "tiny").processor
+    processor = load_model(tiny_workspace / "models" / "tiny").processor
     batch = FrameLoadingCollator(processor)(rows)
     tok = processor.tokenizer
     for i, row in enumerate(rows):
@@ -51,23 +43,8 @@ def test_loss_covers_the_assistant_turn_only(setup):
     assert batch["pixel_values"].shape[0] > 0 and "image_grid_thw" in batch
 
 
-class Interrupted(Exception):
-    pass
-
-
-class StopAt(TrainerCallback):
-    """Simulates an interruption (a killed kernel): raises once the given step has ended."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == self.step:
-            raise Interrupted
-
-
-def test_interrupted_sft_resumes_at_the_right_step(setup, tmp_path):
-    p = params(setup, tmp_path / "run", max_steps=6, save_steps=2)
+def test_interrupted_sft_resumes_at_the_right_step(tiny_workspace, tmp_path):
+    p = params(tiny_workspace, tmp_path / "run", max_steps=6, save_steps=2)
     with pytest.raises(Interrupted):
         train_sft(p, callbacks=[StopAt(3)])
     assert last_checkpoint(p.output_dir).name == "checkpoint-2"
@@ -82,17 +59,28 @@ def test_interrupted_sft_resumes_at_the_right_step(setup, tmp_path):
     assert [h["step"] for h in result.log_history if "loss" in h][-1] == 6
 
 
-def test_full_sft_learns(setup, tmp_path):
+def test_full_sft_learns(tiny_workspace, tmp_path):
     p = params(
-        setup, tmp_path / "learn", max_steps=40, save_steps=100, learning_rate=3e-3, max_rows=8
+        tiny_workspace,
+        tmp_path / "learn",
+        max_steps=40,
+        save_steps=100,
+        learning_rate=3e-3,
+        max_rows=8,
     )
     losses = [h["loss"] for h in train_sft(p).log_history if "loss" in h]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
 
 
-def test_lora_adapts_the_language_model_only(setup, tmp_path):
+def test_lora_adapts_the_language_model_only(tiny_workspace, tmp_path):
     p = params(
-        setup, tmp_path / "lora", mode="lora", max_steps=2, save_steps=2, lora_r=4, lora_alpha=8
+        tiny_workspace,
+        tmp_path / "lora",
+        mode="lora",
+        max_steps=2,
+        save_steps=2,
+        lora_r=4,
+        lora_alpha=8,
     )
     result = train_sft(p)
     assert (result.final_dir / "adapter_model.safetensors").is_file()
@@ -108,16 +96,16 @@ def test_lora_adapts_the_language_model_only(setup, tmp_path):
     assert result.parameters["trainable"] < result.parameters["total"] / 2
 
 
-def test_two_process_accelerate_run(setup, tmp_path):
+def test_two_process_accelerate_run(tiny_workspace, tmp_path):
     cfg = tmp_path / "sft.json"
     out = tmp_path / "ddp"
     cfg.write_text(
         json.dumps(
             {
-                "data_dir": str(setup / "data"),
+                "data_dir": str(tiny_workspace / "data"),
                 "output_dir": str(out),
                 "model_source": "tiny",
-                "model_cache": str(setup / "models"),
+                "model_cache": str(tiny_workspace / "models"),
                 "max_steps": 3,
                 "save_steps": 3,
                 "batch_size": 2,
