@@ -155,36 +155,9 @@ def cogmap_figure(
             )
         )
         for p, f in cameras:
-            fig.add_annotation(
-                x=p[0] + 0.5 * f[0],
-                y=p[1] + 0.5 * f[1],
-                ax=p[0],
-                ay=p[1],
-                xref="x",
-                yref="y",
-                axref="x",
-                ayref="y",
-                showarrow=True,
-                arrowhead=2,
-                arrowcolor="black",
-                text="",
-            )
+            _arrow(fig, p, (p[0] + 0.5 * f[0], p[1] + 0.5 * f[1]), arrowhead=2, arrowcolor="black")
     for start, end, label in vectors:
-        fig.add_annotation(
-            x=end[0],
-            y=end[1],
-            ax=start[0],
-            ay=start[1],
-            xref="x",
-            yref="y",
-            axref="x",
-            ayref="y",
-            showarrow=True,
-            arrowhead=3,
-            arrowwidth=2,
-            arrowcolor="#2b9348",
-            text="",
-        )
+        _arrow(fig, start, end, arrowhead=3, arrowwidth=2, arrowcolor="#2b9348")
         if label:
             fig.add_annotation(
                 x=(start[0] + end[0]) / 2,
@@ -199,6 +172,23 @@ def cogmap_figure(
         title=title, height=height, margin=dict(l=40, r=10, t=40, b=40), showlegend=True
     )
     return fig
+
+
+def _arrow(fig: go.Figure, start: geo.Vec, end: geo.Vec, **style) -> None:
+    """An arrow from ``start`` to ``end`` in data coordinates (m)."""
+    fig.add_annotation(
+        x=end[0],
+        y=end[1],
+        ax=start[0],
+        ay=start[1],
+        xref="x",
+        yref="y",
+        axref="x",
+        ayref="y",
+        showarrow=True,
+        text="",
+        **style,
+    )
 
 
 def _box_text(b: geo.Box) -> str:
