@@ -15,6 +15,7 @@ from v2lo_utils.benchmark import (
     bootstrap_ci,
     diagnostics,
     pearson,
+    question_only_predictions,
     score_benchmark,
 )
 from v2lo_utils.cli import main
@@ -23,6 +24,7 @@ from v2lo_utils.dataset import BuildConfig, build_qvs_bench, read_jsonl
 from v2lo_utils.evaluator import evaluate_benchmark
 from v2lo_utils.models import create_preset, load_model
 from v2lo_utils.predictions import open_for_resume, read_predictions
+from v2lo_utils.questions import solve
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,25 @@ def test_perfect_and_blind_predictions(qvs):
     parsed = parse_response(vertical.pop())
     assert parsed.format_ok and parsed.answer == top and len(parsed.cogmap) == 4
     assert 0.0 < blind["map_by_frames"]["4"]["object_recall"] < 1.0
+
+
+def test_question_only_baseline_copies_names_and_computes_its_answer(qvs):
+    rows = read_jsonl(qvs / "qvs_bench.jsonl")
+    preds = question_only_predictions(rows, rows)
+    for r in rows:
+        parsed = parse_response(preds[r["id"]]["completion"])
+        assert parsed.format_ok, preds[r["id"]]
+        names = [o.name for o in parsed.cogmap]
+        assert set(names) == {o["object_name"] for o in r["map"]}  # the question's objects
+        assert parsed.answer == (solve(r["task"], r["params"], parsed.cogmap) or "")
+    # every instance of a category sits at the same mean box: it cannot see where things are
+    boxes = {}
+    for r in rows:
+        for o in parse_response(preds[r["id"]]["completion"]).cogmap:
+            boxes.setdefault(o.name, set()).add(o.bbox)
+    assert all(len(b) == 1 for b in boxes.values())
+    summary = score_benchmark(rows, preds, n_boot=50)
+    assert all(m["object_recall"] > 0.9 for m in summary["map_by_frames"].values())
 
 
 def test_messy_predictions_file_is_scored_and_counted(qvs, tmp_path, capsys):
@@ -263,3 +284,16 @@ def test_report_verdicts_say_where_a_model_stays_at_baseline():
         "blind (not better)."
     ]
     assert verdicts({"model": summary(0.4, {}, None, None)}) == []
+    lines = verdicts(
+        {
+            "blind baseline": summary(0.3, {"a": 0.5}, 0.2, 2.0),
+            "question-only baseline": summary(0.3, {"a": 0.5}, 1.0, 2.6),
+            "model": summary(0.4, {"a": 0.6}, 0.9, 1.5),
+        }
+    )
+    assert lines == [
+        "model: overall 40.0% against 30.0% blind; above the blind baseline on every task. "
+        "Map object recall 0.90 against 0.20 blind; center error 1.50 m against 2.00 m "
+        "blind (better) and 2.60 m for the question's objects at mean boxes (better: it uses "
+        "the frames)."
+    ]

@@ -13,6 +13,7 @@ from v2lo_utils.models import (
     ModelFolderError,
     chat_template,
     check_model_folder,
+    coordinate_features,
     create_preset,
     load_model,
     pick_backend,
@@ -58,6 +59,22 @@ def test_tokenizer_and_template(tiny):
     text = '<map>[{"object_name": "sofa", "bbox": [-2.0, 1.6, -1.1, 3.7]}]</map>'
     assert tok.decode(tok(text)["input_ids"]) == text
     assert json.loads((tiny / "v2lo_preset.json").read_text())["preset"] == "tiny"
+
+
+def test_coordinate_embeddings_are_smooth_in_the_value(tiny):
+    import torch
+
+    values = [float(c) for c in COORD_TOKENS]
+    feats = torch.nn.functional.normalize(coordinate_features(values, 32), dim=1)
+    sim = feats @ feats.T
+    i = values.index(0.0)
+    near, far = sim[i, i + 1], sim[i, i + 30]  # 0.1 m and 3 m apart
+    assert near > 0.9 and far < 0.6, (near, far)
+    # the preset's tied rows carry that structure: neighbours closer than distant values
+    m = load_model(tiny)
+    ids = m.processor.tokenizer.convert_tokens_to_ids(["0.0", "0.1", "3.0"])
+    emb = torch.nn.functional.normalize(m.model.get_input_embeddings().weight[ids], dim=1)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]
 
 
 def test_backend_choice_on_cpu():
@@ -115,3 +132,31 @@ def test_cached_presets_of_another_recipe_are_rebuilt(tmp_path):
     assert resolve_source("tiny", tmp_path) == folder
     assert not (folder / "stale.txt").exists()
     assert json.loads((folder / PRESET_FILE).read_text())["version"] == PRESET_VERSION
+
+
+def test_greedy_coordinates_decode_at_the_mean_of_their_distribution(tiny):
+    import torch
+
+    from v2lo_utils.generation import coordinate_mean_processor, coordinate_token_values
+
+    tok = load_model(tiny).processor.tokenizer
+    values = coordinate_token_values(tok)
+    assert len(values) == len(COORD_TOKENS) and sorted(values.values())[0] == -8.0
+    proc = coordinate_mean_processor(tok)
+    ids = {c: tok.convert_tokens_to_ids(c) for c in ("1.0", "3.0", "3.1", "2.2")}
+    word = tok.convert_tokens_to_ids("sofa")
+    scores = torch.full((2, len(tok)), -30.0)
+    for c, p in (("1.0", 0.4), ("3.0", 0.35), ("3.1", 0.25)):
+        scores[0, ids[c]] = scores[1, ids[c]] = float(torch.log(torch.tensor(p)))
+    scores[1, word] = 5.0  # a word is most likely here: this row is left alone
+    before = scores[1].clone()
+    out = proc(None, scores)
+    assert out[0].argmax() == ids["2.2"]  # 0.4 * 1.0 + 0.35 * 3.0 + 0.25 * 3.1 = 2.225
+    assert torch.equal(out[1], before)
+
+    class DigitTokenizer:  # a real Qwen tokenizer spells numbers digit by digit
+        def get_vocab(self):
+            return {"0": 0, ".": 1, "1": 2}
+
+    assert coordinate_token_values(DigitTokenizer()) == {}
+    assert coordinate_mean_processor(DigitTokenizer()) is None

@@ -60,7 +60,12 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
     assert merge_grpo["parity_ok"] and merge_grpo["merged"]  # GRPO's LoRA adapter merged
     assert merge_grpo["base"] == merge_sft["out_dir"]  # each stage read the previous one's output
     qvs = json.loads((result.run_dir / "05_qvs_metrics.json").read_text())
-    assert set(qvs["summaries"]) == {"blind baseline", "before SFT", "after GRPO"}
+    assert set(qvs["summaries"]) == {
+        "blind baseline",
+        "question-only baseline",
+        "before SFT",
+        "after GRPO",
+    }
     assert qvs["summaries"]["after GRPO"]["counts"]["questions"] == 8
     assert qvs["diagnostics"]["ground_truth"]["overall"] == 1.0
     preds = (result.run_dir / "predictions" / "after_grpo.jsonl").read_text().splitlines()

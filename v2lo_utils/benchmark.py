@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from statistics import mean
 
 from .cogmap import CogMap, ObjectBox, format_ok, format_response, parse_response
-from .questions import MC, TASKS, solve
+from .questions import MC, TASKS, question_names, solve, write_think
 from .rewards import paper_score
 from .scoring import extract_choice, extract_number, match_maps, mc_accuracy, mra
 
@@ -281,6 +281,34 @@ def blind_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) -> dict[
             cogmap.rounded(), "A guess from the training set alone.", answer
         )
     return {str(r["id"]): {"id": r["id"], "completion": fixed.get(r["task"], "")} for r in rows}
+
+
+def _mean_boxes(train_rows: Sequence[dict]) -> dict[str, tuple[float, ...]]:
+    boxes: dict[str, list] = defaultdict(list)
+    for r in train_rows:
+        for o in r["map"]:
+            boxes[o["object_name"]].append(o["bbox"])
+    return {k: tuple(map(mean, zip(*v, strict=True))) for k, v in boxes.items()}
+
+
+def question_only_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str, dict]:
+    """The frame-blind baseline that reads the question: each object the question names at its
+    category's mean training box (m, map frame), and the answer :func:`solve` computes from that
+    map. What a model that copies names from the question but cannot see would write, so a model's
+    map beats it only by using the frames."""
+    means = _mean_boxes(train_rows)
+    everywhere = tuple(map(mean, zip(*means.values(), strict=True)))
+    out = {}
+    for r in rows:
+        names = list(dict.fromkeys(question_names(r["task"], r["params"])))
+        cogmap = CogMap(tuple(ObjectBox(n, means.get(n, everywhere)) for n in names)).rounded()
+        answer = solve(r["task"], r["params"], cogmap) or ""
+        try:
+            think = write_think(r["task"], r["params"], cogmap)
+        except ValueError:
+            think = "The question's objects at their mean training boxes."
+        out[str(r["id"])] = {"id": r["id"], "completion": format_response(cogmap, think, answer)}
+    return out
 
 
 def format_table(summary: dict) -> str:

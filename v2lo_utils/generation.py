@@ -2,6 +2,11 @@
 
 A row is a dataset row (frames relative to ``root``, ``prompt``); the user turn is the frames as
 image parts followed by the prompt, rendered with the processor's chat template.
+
+Greedy decoding of a tokenizer with one token per map coordinate (the presets) can decode each
+coordinate at the mean of the model's distribution over coordinate values instead of its mode
+(``coordinates="mean"``): the point estimate with the least expected squared error, where an
+uncertain model's mode is one arbitrary value of a broad distribution.
 """
 
 from __future__ import annotations
@@ -29,6 +34,45 @@ def load_frames(row: dict, root: str | Path) -> list:
     return images
 
 
+def coordinate_token_values(tokenizer) -> dict[int, float]:
+    """Token id -> value (m) of the tokenizer's single-token coordinates; empty unless every
+    coordinate -8.0 ... 8.0 is one token (real Qwen tokenizers spell numbers digit by digit)."""
+    from .models import COORD_TOKENS
+
+    vocab = tokenizer.get_vocab()
+    if not all(c in vocab for c in COORD_TOKENS):
+        return {}
+    return {vocab[c]: float(c) for c in COORD_TOKENS}
+
+
+def coordinate_mean_processor(tokenizer):
+    """A logits processor for greedy decoding: where the most likely next token is a coordinate,
+    force the coordinate token nearest to the mean value (m) of the distribution over coordinate
+    tokens. None when the tokenizer has no coordinate tokens."""
+    import torch
+    from transformers import LogitsProcessor
+
+    values = coordinate_token_values(tokenizer)
+    if not values:
+        return None
+    ids = torch.tensor(list(values))
+    vals = torch.tensor(list(values.values()))
+
+    class CoordinateMean(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            rows = torch.isin(scores.argmax(dim=-1), ids.to(scores.device))
+            if rows.any():
+                probs = torch.softmax(scores[rows][:, ids].float(), dim=-1)
+                mean = probs @ vals.to(probs.device)
+                pick = ids.to(scores.device)[(mean[:, None] - vals).abs().argmin(dim=-1)]
+                forced = torch.full_like(scores[rows], float("-inf"))
+                forced[torch.arange(len(pick)), pick] = 0.0
+                scores[rows] = forced
+            return scores
+
+    return CoordinateMean()
+
+
 def _batches(rows: Sequence[dict], size: int) -> Iterator[Sequence[dict]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
@@ -45,13 +89,19 @@ def generate_completions(
     temperature: float = 0.0,
     samples: int = 1,
     seed: int = 0,
+    coordinates: str = "mean",
 ) -> list[str]:
     """Completions for ``rows``, in order: greedy (deterministic) by default; with a temperature,
-    ``samples`` sampled completions per row, row after row (seeded)."""
+    ``samples`` sampled completions per row, row after row (seeded). ``coordinates``: "mean" or
+    "mode", how greedy decoding picks a single-token coordinate (see the module docstring)."""
     import torch
     from tqdm.auto import tqdm
+    from transformers import LogitsProcessorList
 
     from .models import vision_token_ids
+
+    if coordinates not in ("mean", "mode"):
+        raise ValueError(f"coordinates must be 'mean' or 'mode', not {coordinates!r}")
 
     device = next(model.parameters()).device
     tok = processor.tokenizer
@@ -75,7 +125,9 @@ def generate_completions(
                 padding_side="left",
                 return_tensors="pt",
             ).to(device)
-            sampling = {"do_sample": False}
+            sampling: dict = {"do_sample": False}
+            if coordinates == "mean" and (proc := coordinate_mean_processor(tok)) is not None:
+                sampling["logits_processor"] = LogitsProcessorList([proc])
             if temperature > 0:
                 torch.manual_seed(seed + len(out))
                 sampling = {

@@ -35,7 +35,7 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 COORD_TOKENS = tuple(f"{i / 10:.1f}" for i in range(-80, 81))
-PRESET_VERSION = 3  # bump when the preset recipe changes: cached presets are rebuilt
+PRESET_VERSION = 6  # bump when the preset recipe changes: cached presets are rebuilt
 
 
 VISION_TOKENS = (
@@ -173,6 +173,21 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     )
 
 
+def coordinate_features(values, dim: int, seed: int = 0, periods=(32.0, 16.0, 8.0, 4.0, 2.0, 1.0)):
+    """Smooth embeddings of coordinate values (m): cos and sin of each value at the given
+    periods (m), spread over ``dim`` dimensions by a fixed random orthonormal map, scaled to the
+    norm of a randomly initialised row. Nearby values get nearby rows, so a hidden state that
+    scores one value also scores its neighbours (regression through the tied output head)."""
+    import torch
+
+    v = torch.as_tensor(values, dtype=torch.float32)[:, None]
+    w = 2 * torch.pi / torch.tensor(periods)
+    feats = torch.cat([torch.cos(v * w), torch.sin(v * w)], dim=1)  # (n, 2 * len(periods))
+    gen = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(dim, feats.shape[1], generator=gen))
+    return feats @ basis.T * (0.02 * dim**0.5 / len(periods) ** 0.5)
+
+
 def create_preset(name: str, out: str | Path, seed: int = 0) -> Path:
     """Build the preset ``name`` into folder ``out`` (model, tokenizer, processor) and return it."""
     import torch
@@ -218,6 +233,12 @@ def create_preset(name: str, out: str | Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
+    coord_ids = tokenizer.convert_tokens_to_ids(list(COORD_TOKENS))
+    with torch.no_grad():  # tied: the same rows read and write coordinates
+        emb = model.get_input_embeddings().weight
+        emb[coord_ids] = 0.5 * emb[coord_ids] + coordinate_features(
+            [float(c) for c in COORD_TOKENS], p.hidden, seed
+        )
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     out = Path(out)

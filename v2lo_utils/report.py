@@ -132,14 +132,21 @@ def _map_mean(summary: dict, key: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def verdicts(summaries: dict[str, dict], baseline: str = "blind baseline") -> list[str]:
-    """Plain sentences: where each model beats the baseline, and where it does not."""
+def verdicts(
+    summaries: dict[str, dict],
+    baseline: str = "blind baseline",
+    question_only: str = "question-only baseline",
+) -> list[str]:
+    """Plain sentences: where each model beats the baseline, and where it does not; with a
+    question-only baseline present, whether its maps place objects better than that (frame-blind)
+    reading of the question."""
     if baseline not in summaries:
         return []
     base = summaries[baseline]
+    qbase = summaries.get(question_only)
     out = []
     for label, s in summaries.items():
-        if label == baseline:
+        if label in (baseline, question_only):
             continue
         below = [t for t, v in s["by_task"].items() if v <= base["by_task"].get(t, 0.0)]
         text = (
@@ -157,6 +164,10 @@ def verdicts(summaries: dict[str, dict], baseline: str = "blind baseline") -> li
             if err is not None and berr is not None:
                 word = "better" if err < berr else "not better"
                 text += f"; center error {err:.2f} m against {berr:.2f} m blind ({word})"
+            qerr = _map_mean(qbase, "center_error_m") if qbase else None
+            if err is not None and qerr is not None:
+                word = "better: it uses the frames" if err < qerr else "not better"
+                text += f" and {qerr:.2f} m for the question's objects at mean boxes ({word})"
             text += "."
         out.append(text)
     return out
