@@ -294,6 +294,5 @@ def test_report_verdicts_say_where_a_model_stays_at_baseline():
     assert lines == [
         "model: overall 40.0% against 30.0% blind; above the blind baseline on every task. "
         "Map object recall 0.90 against 0.20 blind; center error 1.50 m against 2.00 m "
-        "blind (better) and 2.60 m for the question's objects at mean boxes (better: it uses "
-        "the frames)."
+        "blind (better) and 2.60 m for the question's objects at mean boxes (better)."
     ]

@@ -43,6 +43,26 @@ def test_loss_covers_the_assistant_turn_only(tiny_workspace):
     assert batch["pixel_values"].shape[0] > 0 and "image_grid_thw" in batch
 
 
+def test_rows_keep_short_clips_and_a_seeded_fraction_of_long_ones(tiny_workspace):
+    ds = Dataset.load(tiny_workspace / "data")
+    train = ds.rows["train"]
+    longer = [r for r in train if r["num_frames"] > 4]
+    assert longer and len(longer) < len(train)
+
+    def frames(rows):
+        return sorted(len(r["images"]) for r in rows)
+
+    short = sft_rows(train, ds.root, max_frames=4)
+    assert frames(short) == sorted(r["num_frames"] for r in train if r["num_frames"] <= 4)
+    half = sft_rows(train, ds.root, max_frames=4, long_fraction=0.5, seed=1)
+    assert len(half) == len(short) + round(0.5 * len(longer))
+    assert sum(len(r["images"]) > 4 for r in half) == round(0.5 * len(longer))
+    assert half == sft_rows(train, ds.root, max_frames=4, long_fraction=0.5, seed=1)  # seeded
+    assert len(sft_rows(train, ds.root, max_frames=4, long_fraction=1.0)) == len(train)
+    with pytest.raises(ValueError, match="long_fraction"):
+        sft_rows(train, ds.root, max_frames=4, long_fraction=1.5)
+
+
 def test_interrupted_sft_resumes_at_the_right_step(tiny_workspace, tmp_path):
     p = params(tiny_workspace, tmp_path / "run", max_steps=6, save_steps=2)
     with pytest.raises(Interrupted):

@@ -166,7 +166,7 @@ def verdicts(
                 text += f"; center error {err:.2f} m against {berr:.2f} m blind ({word})"
             qerr = _map_mean(qbase, "center_error_m") if qbase else None
             if err is not None and qerr is not None:
-                word = "better: it uses the frames" if err < qerr else "not better"
+                word = "better" if err < qerr else "not better"
                 text += f" and {qerr:.2f} m for the question's objects at mean boxes ({word})"
             text += "."
         out.append(text)

@@ -17,6 +17,7 @@ folder continues from the last one. The final model (or adapter) is saved as saf
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,6 +70,7 @@ class SFTParams(StageParams):
     logging_steps: int = 10
     max_length: int | None = None
     max_frames: int | None = None  # keep rows with at most this many frames
+    long_fraction: float = 0.0  # and this fraction of the longer rows (seeded), for their format
     max_rows: int | None = None
     seed: int = 0
     gradient_checkpointing: bool = False
@@ -86,11 +88,24 @@ class SFTParams(StageParams):
         return cls(**data)
 
 
-def sft_rows(rows: list[dict], root: str | Path, max_frames: int | None = None) -> list[dict]:
-    """Dataset rows -> TRL prompt/completion rows with image paths (conversational)."""
+def sft_rows(
+    rows: list[dict],
+    root: str | Path,
+    max_frames: int | None = None,
+    long_fraction: float = 0.0,
+    seed: int = 0,
+) -> list[dict]:
+    """Dataset rows -> TRL prompt/completion rows with image paths (conversational): the rows of
+    at most ``max_frames`` frames, plus a seeded ``long_fraction`` of the longer ones (long clips
+    cost more per step; a few of them teach the model to keep the format there)."""
     from .exporters import export_rows
 
+    if not 0.0 <= long_fraction <= 1.0:
+        raise ValueError(f"long_fraction must be in [0, 1], not {long_fraction}")
     keep = [r for r in rows if max_frames is None or r["num_frames"] <= max_frames]
+    longer = [r for r in rows if max_frames is not None and r["num_frames"] > max_frames]
+    picked = set(random.Random(seed).sample(range(len(longer)), round(long_fraction * len(longer))))
+    keep += [r for i, r in enumerate(longer) if i in picked]
     out = []
     for ex in export_rows(keep, "trl-sft", root):
         user, assistant = ex["messages"]
@@ -229,7 +244,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     from .dataset import Dataset
 
     ds = Dataset.load(p.data_dir)
-    rows = sft_rows(ds.rows.get("train", []), ds.root, p.max_frames)
+    rows = sft_rows(ds.rows.get("train", []), ds.root, p.max_frames, p.long_fraction, p.seed)
     if p.max_rows:
         rows = rows[: p.max_rows]
     if not rows:
