@@ -60,13 +60,14 @@ def coordinate_mean_processor(tokenizer):
 
     class CoordinateMean(LogitsProcessor):
         def __call__(self, input_ids, scores):
-            rows = torch.isin(scores.argmax(dim=-1), ids.to(scores.device))
+            cids, cvals = ids.to(scores.device), vals.to(scores.device)
+            rows = torch.isin(scores.argmax(dim=-1), cids)
             if rows.any():
-                probs = torch.softmax(scores[rows][:, ids].float(), dim=-1)
-                mean = probs @ vals.to(probs.device)
-                pick = ids.to(scores.device)[(mean[:, None] - vals).abs().argmin(dim=-1)]
+                probs = torch.softmax(scores[rows][:, cids].float(), dim=-1)
+                mean = probs @ cvals
+                pick = cids[(mean[:, None] - cvals).abs().argmin(dim=-1)]
                 forced = torch.full_like(scores[rows], float("-inf"))
-                forced[torch.arange(len(pick)), pick] = 0.0
+                forced[torch.arange(len(pick), device=scores.device), pick] = 0.0
                 scores[rows] = forced
             return scores
 
@@ -105,6 +106,9 @@ def generate_completions(
 
     device = next(model.parameters()).device
     tok = processor.tokenizer
+    greedy: dict = {"do_sample": False}
+    if coordinates == "mean" and (proc := coordinate_mean_processor(tok)) is not None:
+        greedy["logits_processor"] = LogitsProcessorList([proc])
     was_training = model.training
     model.eval()
     out: list[str] = []
@@ -125,9 +129,7 @@ def generate_completions(
                 padding_side="left",
                 return_tensors="pt",
             ).to(device)
-            sampling: dict = {"do_sample": False}
-            if coordinates == "mean" and (proc := coordinate_mean_processor(tok)) is not None:
-                sampling["logits_processor"] = LogitsProcessorList([proc])
+            sampling = greedy
             if temperature > 0:
                 torch.manual_seed(seed + len(out))
                 sampling = {
