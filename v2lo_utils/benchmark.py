@@ -250,6 +250,19 @@ def diagnostics(
     return out
 
 
+def _training_boxes(train_rows: Sequence[dict]) -> dict[str, list]:
+    """Category -> every box (m, map frame) the training maps give it."""
+    boxes: dict[str, list] = defaultdict(list)
+    for r in train_rows:
+        for o in r["map"]:
+            boxes[o["object_name"]].append(o["bbox"])
+    return boxes
+
+
+def _mean_box(boxes: Sequence) -> tuple[float, ...]:
+    return tuple(map(mean, zip(*boxes, strict=True)))
+
+
 def blind_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str, dict]:
     """The blind baseline: one fixed completion per task, seeing neither frames nor question.
 
@@ -269,26 +282,13 @@ def blind_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) -> dict[
             answer = f"{mean(float(a) for a in answers):.2f}"
         sizes = [len(r["map"]) for r in trs]
         n = max(sorted(set(sizes)), key=sizes.count)
-        boxes: dict[str, list] = defaultdict(list)
-        for r in trs:
-            for o in r["map"]:
-                boxes[o["object_name"]].append(o["bbox"])
+        boxes = _training_boxes(trs)
         names = sorted(boxes, key=lambda k: (-len(boxes[k]), k))[:n]
-        cogmap = CogMap(
-            tuple(ObjectBox(k, tuple(map(mean, zip(*boxes[k], strict=True)))) for k in names)
-        )
+        cogmap = CogMap(tuple(ObjectBox(k, _mean_box(boxes[k])) for k in names))
         fixed[task] = format_response(
             cogmap.rounded(), "A guess from the training set alone.", answer
         )
     return {str(r["id"]): {"id": r["id"], "completion": fixed.get(r["task"], "")} for r in rows}
-
-
-def _mean_boxes(train_rows: Sequence[dict]) -> dict[str, tuple[float, ...]]:
-    boxes: dict[str, list] = defaultdict(list)
-    for r in train_rows:
-        for o in r["map"]:
-            boxes[o["object_name"]].append(o["bbox"])
-    return {k: tuple(map(mean, zip(*v, strict=True))) for k, v in boxes.items()}
 
 
 def question_only_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str, dict]:
@@ -296,8 +296,8 @@ def question_only_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) 
     category's mean training box (m, map frame), and the answer :func:`solve` computes from that
     map. What a model that copies names from the question but cannot see would write, so a model's
     map beats it only by using the frames."""
-    means = _mean_boxes(train_rows)
-    everywhere = tuple(map(mean, zip(*means.values(), strict=True)))
+    means = {k: _mean_box(v) for k, v in _training_boxes(train_rows).items()}
+    everywhere = _mean_box(list(means.values()))
     out = {}
     for r in rows:
         names = list(dict.fromkeys(question_names(r["task"], r["params"])))
