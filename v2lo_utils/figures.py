@@ -360,29 +360,19 @@ def map_error_figure(summaries: dict[str, dict]) -> go.Figure:
         if not ks:
             continue
         m = s["map_by_frames"]
-        fig.add_trace(
-            go.Scatter(
-                x=[int(k) for k in ks],
-                y=[m[k]["object_recall"] for k in ks],
-                name=label,
-                legendgroup=label,
-                mode="lines+markers",
-            ),
-            1,
-            1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=[int(k) for k in ks],
-                y=[m[k]["center_error_m"] for k in ks],
-                name=label,
-                legendgroup=label,
-                showlegend=False,
-                mode="lines+markers",
-            ),
-            1,
-            2,
-        )
+        for col, key in ((1, "object_recall"), (2, "center_error_m")):
+            fig.add_trace(
+                go.Scatter(
+                    x=[int(k) for k in ks],
+                    y=[m[k][key] for k in ks],
+                    name=label,
+                    legendgroup=label,
+                    showlegend=col == 1,
+                    mode="lines+markers",
+                ),
+                1,
+                col,
+            )
     fig.update_xaxes(title="frames")
     fig.update_layout(title="Map quality against frames", height=380)
     return fig

@@ -73,24 +73,22 @@ def qvs_report(
     )
     stages = stage_metrics(run)
     training = []
-    if "02_sft_metrics" in stages:
-        m = stages["02_sft_metrics"]
-        training.append(
-            compare_figure(
-                {"before SFT": m["before"], "after SFT": m["after"]},
-                SUMMARY_KEYS,
-                f"SFT on held-out clips ({m['before']['n']} rows)",
+    panels = (
+        ("02_sft_metrics", ("before SFT", "after SFT"), "SFT on held-out clips"),
+        ("03_grpo_metrics", ("SFT", "SFT + GRPO"), "GRPO on held-out prompts"),
+    )
+    for name, (before, after), title in panels:
+        if name in stages:
+            m = stages[name]
+            training.append(
+                compare_figure(
+                    {before: m["before"], after: m["after"]},
+                    SUMMARY_KEYS,
+                    f"{title} ({m['before']['n']} rows)",
+                )
             )
-        )
     if "03_grpo_metrics" in stages:
         m = stages["03_grpo_metrics"]
-        training.append(
-            compare_figure(
-                {"SFT": m["before"], "SFT + GRPO": m["after"]},
-                SUMMARY_KEYS,
-                f"GRPO on held-out prompts ({m['before']['n']} rows)",
-            )
-        )
         text = f"Held-out mean reward, greedy: SFT {m['before']['mean_reward']:.3f}, SFT + GRPO {m['after']['mean_reward']:.3f}."
         if "sampled" in m["before"] and "sampled" in m["after"]:
             b, a = m["before"]["sampled"], m["after"]["sampled"]
