@@ -116,3 +116,24 @@ def test_cameras_in_map_start_at_origin():
     cams = s.cameras_in_map(clip)
     assert cams[0][0] == pytest.approx((0.0, 0.0)) and cams[0][1] == pytest.approx((0.0, 1.0))
     assert all(math.isclose(geo.norm(f), 1.0) for _, f in cams)
+
+
+def test_renderer_pixel_boxes_span_each_objects_visible_pixels():
+    cat = BY_NAME["box"]
+    near = Placed(cat, (1.7, 3.0, 2.3, 3.5), 2.0)
+    far = Placed(cat, (1.8, 6.0, 2.2, 6.4), 0.5)  # hidden behind `near`
+    side = Placed(cat, (3.0, 8.0, 3.5, 8.5), 0.5)
+    scene, pose = corridor([near, far, side])
+    frame = Renderer(96, 96).render(scene, pose)
+    boxes = frame.pixel_boxes
+    assert boxes.shape == (3, 4) and (boxes[1] == -1).all()  # no pixel: no box
+    empty = Renderer(96, 96).render(corridor([])[0], pose).image
+    for k in (0, 2):
+        alone = Renderer(96, 96).render(corridor([[near, far, side][k]])[0], pose).image
+        rows, cols = np.nonzero((alone != empty).any(axis=2))
+        c0, r0, c1, r1 = boxes[k]
+        # the box holds every pixel of the object (alone it shows at least as much)...
+        assert 0 <= c0 < c1 <= 96 and 0 <= r0 < r1 <= 96
+        if k == 2:  # ...and, unoccluded, exactly the pixels it changes
+            assert (c0, r0, c1, r1) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    assert boxes[2][0] > 48  # right of the centre line
