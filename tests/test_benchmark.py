@@ -14,9 +14,12 @@ from v2lo_utils.benchmark import (
     blind_predictions,
     bootstrap_ci,
     diagnostics,
+    map_controls,
     pearson,
     question_only_predictions,
     score_benchmark,
+    score_row,
+    swap_frames,
 )
 from v2lo_utils.cli import main
 from v2lo_utils.cogmap import parse_response
@@ -82,6 +85,52 @@ def test_question_only_baseline_copies_names_and_computes_its_answer(qvs):
     assert all(len(b) == 1 for b in boxes.values())
     summary = score_benchmark(rows, preds, n_boot=50)
     assert all(m["object_recall"] > 0.9 for m in summary["map_by_frames"].values())
+
+
+def test_swapped_frames_come_from_another_scene_with_the_same_count(qvs):
+    rows = read_jsonl(qvs / "qvs_bench.jsonl")
+    swapped = swap_frames(rows, seed=1)
+    scene_of = {f: r["scene_id"] for r in rows for f in r["frames"]}
+    for r, s in zip(rows, swapped, strict=True):
+        assert s["num_frames"] == r["num_frames"] == len(s["frames"])
+        assert all(scene_of[f] != r["scene_id"] for f in s["frames"])  # no frame of its own scene
+        assert s["swapped_from"] != r["scene_id"]
+        assert (s["question"], s["answer"], s["map"]) == (r["question"], r["answer"], r["map"])
+    assert swap_frames(rows, seed=1) == swapped and swap_frames(rows, seed=2) != swapped
+    assert rows[0]["frames"] != swapped[0]["frames"]  # the input rows are left alone
+    one_scene = [dict(r, scene_id="s") for r in rows if r["num_frames"] == 1]
+    with pytest.raises(ValueError, match="one scene holds"):
+        swap_frames(one_scene)
+    mixed = one_scene + [r for r in rows if r["num_frames"] == 4]
+    kept = swap_frames(mixed, strict=False)  # the unswappable 1-frame rows are left out
+    assert kept and all(r["num_frames"] == 4 and r["swapped_from"] != r["scene_id"] for r in kept)
+
+
+def test_consistency_and_axis_correlations_on_known_maps(qvs):
+    from v2lo_utils.cogmap import CogMap, format_response
+
+    rows = [r for r in read_jsonl(qvs / "qvs_bench.jsonl") if r["task"] != "object_count"]
+    recs_agree, recs_disagree, recs_flipped = [], [], []
+    for r in rows:
+        truth = CogMap.from_json(r["map"]).rounded()
+        shifted = truth.translated(1.0, 0.0)  # every object 1 m to the right
+        own = solve(r["task"], r["params"], shifted)
+        wrong = next(o for o in ("A", "B", "C", "D", "0.01") if o != own)
+        recs_agree.append(score_row(r, format_response(shifted, "t", own)))
+        recs_disagree.append(score_row(r, format_response(shifted, "t", wrong)))
+        mirrored = CogMap.from_boxes(
+            (o.name, (-o.bbox[2], o.bbox[1], -o.bbox[0], o.bbox[3])) for o in truth
+        )
+        recs_flipped.append(score_row(r, format_response(mirrored, "t", own)))
+    agree, disagree = map_controls(recs_agree), map_controls(recs_disagree)
+    assert agree["consistency"] == 1.0 and agree["consistency_defined"] == 1.0
+    assert disagree["consistency"] < 0.2
+    # a shifted map keeps both correlations and is 1 m off; a mirrored one reverses x only
+    assert agree["r_x"] > 0.99 and agree["r_y"] > 0.99
+    assert agree["center_error_m"] == pytest.approx(1.0, abs=0.06)
+    flipped = map_controls(recs_flipped)
+    assert flipped["r_x"] < -0.9 and flipped["r_y"] > 0.99
+    assert score_row(rows[0], "no map")["consistency"] is None
 
 
 def test_messy_predictions_file_is_scored_and_counted(qvs, tmp_path, capsys):

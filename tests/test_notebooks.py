@@ -70,9 +70,21 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
     assert qvs["diagnostics"]["ground_truth"]["overall"] == 1.0
     preds = (result.run_dir / "predictions" / "after_grpo.jsonl").read_text().splitlines()
     assert len(preds) == 8
+    # the controls: the same questions with another scene's frames, in every evaluation
+    from v2lo_utils.benchmark import swap_frames
+    from v2lo_utils.loaders import load_benchmark
+
+    swappable = swap_frames(load_benchmark(tmp_path / "qvs")[:8], strict=False)
+    swapped = (result.run_dir / "predictions" / "after_grpo__swapped_frames.jsonl").read_text()
+    assert len(swapped.splitlines()) == len(swappable)
+    assert set(qvs["summaries"]["after GRPO"]["controls"]["swapped"]) == {"1-4", "8-16", "all"}
+    for stage in (sft, grpo):
+        assert set(stage["after"]["controls"]) == {"swapped", "question_only"}
+        assert "r_x" in stage["after"] and "consistency" in stage["after"]
     # the report is built from this run's metrics files, not from constants
     report = (result.run_dir / "report.html").read_text()
     assert "QVS-Bench-Sim" in report and "plotly" in report
+    assert "after SFT: 4 steps in" in report
     sft["after"]["format_rate"] = 0.123456
     (result.run_dir / "02_sft_metrics.json").write_text(json.dumps(sft))
     from v2lo_utils.report import qvs_report

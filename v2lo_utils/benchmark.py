@@ -5,6 +5,11 @@ count, per task, per frame count, overall (micro: every question counts once; ma
 counts once), the extraction-failure rate, map metrics per frame count, the correlation between
 map quality and answer score, and bootstrap confidence intervals. Scores are in [0, 1].
 
+Controls say where a model's maps and answers come from: the per-axis Pearson r between predicted
+and true object centers (x lateral, y depth), the same rows with another scene's frames
+(:func:`swap_frames`: a model that reads its frames gets worse there), and consistency, the
+score of the model's answer against what ``solve`` computes from the model's own map.
+
 The diagnostics answer every question from a map with the one ``solve``: the ground-truth map
 (must score 1.0), grid maps (N x N over the room) and maps with Gaussian noise on every box
 coordinate, which measures the metric-vs-grid claim at the level of the representation.
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from statistics import mean
 
@@ -28,17 +33,23 @@ def row_kind(row: dict) -> str:
     return row.get("kind") or TASKS[row["task"]].kind
 
 
+def _answer_score(kind: str, got, answer: str) -> float:
+    """The benchmark's score of an extracted answer (letter or number) against ``answer``."""
+    if kind == MC:
+        return mc_accuracy(got, answer)
+    return 0.0 if got is None else mra(got, float(answer))
+
+
 def score_row(row: dict, completion: str) -> dict:
     """Score one completion: the answer (benchmark extraction: the last answer tag), the paper's
     format rule and reward, and, when the row has a map, the parsed map against it (``map_*`` keys
-    from :meth:`MapMatch.summary`; recall and quality 0 when no map parses)."""
+    from :meth:`MapMatch.summary`; recall and quality 0 when no map parses), the matched objects'
+    centers (``map_pairs``: [pred x, pred y, true x, true y] in m, map frame) and ``consistency``:
+    the answer scored against the answer ``solve`` computes from the parsed map (None when no map
+    parses or it lacks an object the question names)."""
     kind = row_kind(row)
-    if kind == MC:
-        got = extract_choice(completion)
-        score = mc_accuracy(got, row["answer"])
-    else:
-        got = extract_number(completion)
-        score = 0.0 if got is None else mra(got, float(row["answer"]))
+    got = extract_choice(completion) if kind == MC else extract_number(completion)
+    score = _answer_score(kind, got, row["answer"])
     rec = {
         "id": row["id"],
         "task": row["task"],
@@ -53,9 +64,16 @@ def score_row(row: dict, completion: str) -> dict:
         parsed = parse_response(completion)
         pred = parsed.cogmap
         rec.update(map=pred.to_json() if pred is not None else None, map_error=parsed.map_error)
+        rec.update(map_pairs=[], consistency=None)
         if pred is not None:
-            summary = match_maps(pred, CogMap.from_json(row["map"])).summary()
-            rec.update({f"map_{k}": v for k, v in summary.items()})
+            truth = CogMap.from_json(row["map"])
+            match = match_maps(pred, truth)
+            rec.update({f"map_{k}": v for k, v in match.summary().items()})
+            rec["map_pairs"] = [
+                [*pred.objects[i].center, *truth.objects[j].center] for i, j in match.pairs
+            ]
+            own = solve(row["task"], row["params"], pred) if "params" in row else None
+            rec["consistency"] = None if own is None else _answer_score(kind, got, own)
         else:
             rec.update(map_recall=0.0, map_center_error_m=None, map_quality=0.0)
     return rec
@@ -97,6 +115,35 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / (sx * sy)
 
 
+FRAME_GROUPS: dict[str, tuple[int, ...]] = {"1-4": (1, 4), "8-16": (8, 12, 16)}
+
+
+def map_controls(records: Sequence[dict]) -> dict:
+    """Pooled over the records' matched objects: their number, the per-axis Pearson r of predicted
+    against true centers (x lateral, y depth), the mean center error (m); and the mean
+    consistency of answers with the records' own maps, over the records where it is defined."""
+    pairs = [p for r in records for p in r.get("map_pairs") or []]
+    cons = [r["consistency"] for r in records if r.get("consistency") is not None]
+    return {
+        "n_objects": len(pairs),
+        "r_x": pearson([p[0] for p in pairs], [p[2] for p in pairs]),
+        "r_y": pearson([p[1] for p in pairs], [p[3] for p in pairs]),
+        "center_error_m": _mean([math.dist(p[:2], p[2:]) for p in pairs]),
+        "consistency": _mean(cons),
+        "consistency_defined": len(cons) / len(records) if records else 0.0,
+    }
+
+
+def map_by_group(records: Sequence[dict]) -> dict[str, dict]:
+    """:func:`map_controls` per frame-count group (1-4 frames, 8-16 frames) and over all."""
+    out = {
+        g: map_controls([r for r in records if r.get("num_frames") in ks])
+        for g, ks in FRAME_GROUPS.items()
+    }
+    out["all"] = map_controls(records)
+    return out
+
+
 def frames_key(record: dict) -> str:
     """Frame-count label of a record ('n/a' for benchmarks without frame counts, e.g. VSI-Bench)."""
     return str(record["num_frames"]) if record.get("num_frames") else "n/a"
@@ -125,6 +172,7 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
             ),
             "map_quality": mean(r["map_quality"] for r in rs),
             "parse_rate": mean(r["map"] is not None for r in rs),
+            **{k2: v for k2, v in map_controls(rs).items() if k2 in ("r_x", "r_y")},
         }
         for k, rs in _by_frames(mapped)
     }
@@ -143,6 +191,7 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
         "map_answer_correlation": pearson(
             [r["map_quality"] for r in mapped], [r["score"] for r in mapped]
         ),
+        "map_by_group": map_by_group(mapped),
         "ci95": {
             "overall": bootstrap_ci(scores, n_boot, seed),
             "by_task": {t: bootstrap_ci([r["score"] for r in rs], n_boot, seed) for t, rs in tasks},
@@ -250,6 +299,40 @@ def diagnostics(
     return out
 
 
+def swap_frames(rows: Sequence[dict], seed: int = 0, strict: bool = True) -> list[dict]:
+    """The rows with the frames of another scene: the "uses the frames" control. Within each
+    frame count the rows are shuffled (seeded) and each takes the frames of a row from a
+    different scene; question, answer and ground-truth map stay the row's own. When one scene
+    holds more than half of a frame count's rows no such swap exists: ``strict`` raises
+    ValueError, otherwise that frame count's rows are left out of the result."""
+    out: list[dict] = [dict(r) for r in rows]
+    dropped: set[int] = set()
+    groups: dict = defaultdict(list)
+    for i, r in enumerate(rows):
+        groups[r.get("num_frames")].append(i)
+    rng = random.Random(f"v2lo-swap:{seed}")
+    for k, idx in groups.items():
+        sizes = Counter(rows[i]["scene_id"] for i in idx)
+        shift = max(sizes.values())
+        if 2 * shift > len(idx):
+            if not strict:
+                dropped.update(idx)
+                continue
+            raise ValueError(
+                f"cannot swap frames: one scene holds {shift} of the {len(idx)} {k}-frame rows"
+            )
+        # rows grouped by scene, rotated by the largest group: no row meets its own scene
+        order = sorted(idx, key=lambda i: (rows[i]["scene_id"], rng.random()))
+        for pos, i in enumerate(order):
+            donor = rows[order[(pos + shift) % len(order)]]
+            out[i].update(
+                frames=list(donor["frames"]),
+                frame_indices=list(donor.get("frame_indices", [])),
+                swapped_from=donor["scene_id"],
+            )
+    return [r for i, r in enumerate(out) if i not in dropped]
+
+
 def _training_boxes(train_rows: Sequence[dict]) -> dict[str, list]:
     """Category -> every box (m, map frame) the training maps give it."""
     boxes: dict[str, list] = defaultdict(list)
@@ -344,6 +427,7 @@ SUMMARY_FIELDS = (
     "format_rate",
     "map_by_frames",
     "map_answer_correlation",
+    "map_by_group",
     "ci95",
     "counts",
 )

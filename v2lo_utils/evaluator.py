@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .benchmark import score_benchmark, score_row
+from .benchmark import map_by_group, score_benchmark, score_row, swap_frames
 from .predictions import append_records, open_for_resume, read_predictions
 
 
@@ -82,8 +82,13 @@ def evaluate_models(
     max_new_tokens: int = 512,
     batch_size: int = 4,
     n_boot: int = 1000,
+    swap: bool = False,
 ) -> dict[str, dict]:
-    """Evaluate each labelled model (folder or preset) into ``out_dir/<label>.jsonl``; resumable."""
+    """Evaluate each labelled model (folder or preset) into ``out_dir/<label>.jsonl``; resumable.
+
+    With ``swap``, each model also answers the rows with another scene's frames
+    (:func:`~v2lo_utils.benchmark.swap_frames`, ``<label>__swapped_frames.jsonl``), and its
+    summary's ``controls.swapped`` holds their map metrics per frame-count group."""
     import gc
 
     from .models import load_model
@@ -95,6 +100,19 @@ def evaluate_models(
         summaries[label] = evaluate_benchmark(
             loaded.model, loaded.processor, rows, root, out_file, max_new_tokens, batch_size, n_boot
         )
+        if swap:
+            out_swapped = Path(out_dir) / f"{slug(label)}__swapped_frames.jsonl"
+            swapped = evaluate_benchmark(
+                loaded.model,
+                loaded.processor,
+                swap_frames(rows, strict=False),
+                root,
+                out_swapped,
+                max_new_tokens,
+                batch_size,
+                n_boot=1,
+            )
+            summaries[label]["controls"] = {"swapped": map_by_group(swapped["records"])}
         del loaded
         gc.collect()
     return summaries

@@ -87,6 +87,8 @@ def qvs_report(
                     f"{title} ({m['before']['n']} rows)",
                 )
             )
+            training.append(steps_sentence(after, m.get("train") or {}))
+            training += control_verdicts(after, m["after"])
     if "03_grpo_metrics" in stages:
         m = stages["03_grpo_metrics"]
         text = f"Held-out mean reward, greedy: SFT {m['before']['mean_reward']:.3f}, SFT + GRPO {m['after']['mean_reward']:.3f}."
@@ -168,4 +170,57 @@ def verdicts(
                 text += f" and {qerr:.2f} m for the question's objects at mean boxes ({word})"
             text += "."
         out.append(text)
+        out += control_verdicts(label, s, qbase)
+    return out
+
+
+def steps_sentence(label: str, train: dict) -> str:
+    """The steps a training stage reached, and whether its wall-clock budget ended it."""
+    steps, secs = train.get("global_step"), train.get("train_seconds")
+    if steps is None:
+        return f"{label}: no training figures."
+    text = f"{label}: {steps} steps in {secs or 0:.0f} s"
+    if train.get("stopped_by_budget"):
+        text += ", stopped by its wall-clock budget (max_seconds)"
+    return text + "."
+
+
+def _fmt(v: float | None, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def control_verdicts(label: str, summary: dict, question_only: dict | None = None) -> list[str]:
+    """Plain sentences from the controls: per frame-count group, whether the model's maps come
+    from the frames (its center error below both the same rows with another scene's frames and
+    the question-only baseline, with the per-axis r), and whether its answers come from its maps
+    (consistency: its answer scored against the answer solve computes from its own map).
+
+    ``question_only``: that baseline's summary; without it, the summary's own
+    ``controls.question_only`` groups (as :func:`~v2lo_utils.evaluation.evaluate_model` writes)."""
+    groups = summary.get("map_by_group") or {}
+    controls = summary.get("controls") or {}
+    swapped = controls.get("swapped") or {}
+    qgroups = (question_only or {}).get("map_by_group") or controls.get("question_only") or {}
+    out = []
+    for g in ("1-4", "8-16"):
+        m = groups.get(g) or {}
+        err, s_err = m.get("center_error_m"), (swapped.get(g) or {}).get("center_error_m")
+        q_err = (qgroups.get(g) or {}).get("center_error_m")
+        if err is None or (s_err is None and q_err is None):
+            continue
+        beats = [x for x in (s_err, q_err) if x is not None]
+        word = "yes" if all(err < x for x in beats) else "no"
+        out.append(
+            f"{label}, {g} frames: maps from the frames? {word}: center error {err:.2f} m against "
+            f"{_fmt(s_err)} m with another scene's frames and {_fmt(q_err)} m for the "
+            f"question-only baseline; r_x {_fmt(m.get('r_x'))}, r_y {_fmt(m.get('r_y'))} "
+            f"({m.get('n_objects', 0)} objects)."
+        )
+    cons = (groups.get("all") or {}).get("consistency")
+    if cons is not None:
+        word = "yes" if cons >= 0.5 else "no"
+        out.append(
+            f"{label}: answers from its maps? {word}: {100 * cons:.1f}% agreement with the "
+            f"answers solve computes from its own maps."
+        )
     return out
