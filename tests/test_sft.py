@@ -161,3 +161,24 @@ def test_sft_config_file_rejects_unknown_settings(tmp_path):
     f.write_text(json.dumps({"data_dir": "d", "output_dir": "o", "learning_rat": 1}))
     with pytest.raises(ValueError, match=r"unknown SFT setting.*learning_rat"):
         SFTParams.from_file(f)
+
+
+def test_time_budget_stops_and_saves_and_frozen_vision_stays_put(tiny_workspace, tmp_path):
+    p = params(
+        tiny_workspace,
+        tmp_path / "budget",
+        max_steps=1000,
+        save_steps=1000,
+        max_seconds=1e-6,
+        freeze_vision=True,
+        learning_rate=1e-2,
+    )
+    result = train_sft(p)
+    assert result.stopped_by_budget and 1 <= result.global_step < 1000
+    assert last_checkpoint(p.output_dir).name == f"checkpoint-{result.global_step}"
+    before = load_model(tiny_workspace / "models" / "tiny").model.state_dict()
+    after = load_model(result.final_dir).model.state_dict()
+    visual = [k for k in before if "visual" in k]
+    assert visual and all((before[k] == after[k]).all() for k in visual)
+    language = [k for k in before if "visual" not in k]
+    assert any((before[k] != after[k]).any() for k in language)

@@ -19,7 +19,16 @@ from pathlib import Path
 
 from .models import vision_token_ids
 from .rewards import accuracy_reward, format_reward, map_reward
-from .sft import StageParams, StageResult, last_checkpoint, lora_kwargs, save_final
+from .sft import (
+    StageParams,
+    StageResult,
+    checkpoint_step,
+    freeze_vision_tower,
+    last_checkpoint,
+    lora_kwargs,
+    save_final,
+    time_budget,
+)
 
 
 @dataclass
@@ -51,6 +60,8 @@ class GRPOParams(StageParams):
     max_rows: int | None = None
     split: str = "train"
     use_vllm: bool = False
+    freeze_vision: bool = False  # full mode: keep the vision tower fixed
+    max_seconds: float = 0.0  # wall-clock budget of the training loop; 0: none
     seed: int = 0
     model_cache: str = "outputs/models"
     extra: dict = field(default_factory=dict)
@@ -144,6 +155,7 @@ class GRPOResult(StageResult):
     train_seconds: float
     steps_per_second: float
     log_history: list[dict]
+    stopped_by_budget: bool = False  # max_seconds ended it before max_steps
 
 
 def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
@@ -173,12 +185,15 @@ def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
         peft_config = LoraConfig(**lora_kwargs(p))
     elif p.mode != "full":
         raise ValueError(f"unknown GRPO mode {p.mode!r}: lora or full")
+    elif p.freeze_vision:
+        freeze_vision_tower(model)
     funcs, _ = reward_setup(p.map_reward_weight)
     on_gpu = torch.cuda.is_available()
     # TRL re-tokenises prompts for the loss with the processor's default padding side and
     # expects it to be 'left', as its own processors are loaded (else mm_token_type_ids and the
     # left-padded prompt ids disagree when prompts differ in length)
     loaded.processor.tokenizer.padding_side = "left"
+    budget = time_budget(p.max_seconds)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=funcs,
@@ -188,14 +203,14 @@ def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
         train_dataset=HFDataset.from_list(rows).with_transform(_load_images),
         processing_class=loaded.processor,
         peft_config=peft_config,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), budget],
     )
     resume = last_checkpoint(p.output_dir)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
     final = save_final(trainer, loaded.processor, Path(p.output_dir), trainer.model)
-    done = trainer.state.global_step - (int(resume.name.split("-")[-1]) if resume else 0)
+    done = trainer.state.global_step - checkpoint_step(resume)
     return GRPOResult(
         output_dir=Path(p.output_dir),
         final_dir=final,
@@ -204,4 +219,5 @@ def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
         train_seconds=seconds,
         steps_per_second=done / seconds if seconds > 0 else 0.0,
         log_history=list(trainer.state.log_history),
+        stopped_by_budget=budget.stopped,
     )

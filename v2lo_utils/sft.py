@@ -74,6 +74,8 @@ class SFTParams(StageParams):
     max_rows: int | None = None
     seed: int = 0
     gradient_checkpointing: bool = False
+    freeze_vision: bool = False  # full mode: keep the vision tower (a preset's perception) fixed
+    max_seconds: float = 0.0  # wall-clock budget of the training loop; 0: none
     model_cache: str = "outputs/models"
     extra: dict = field(default_factory=dict)  # further SFTConfig arguments
 
@@ -111,6 +113,40 @@ def sft_rows(
         user, assistant = ex["messages"]
         out.append({"prompt": [user], "completion": [assistant], "images": ex["images"]})
     return out
+
+
+def time_budget(seconds: float):
+    """A trainer callback that ends training (saving a checkpoint) once ``seconds`` of wall-clock
+    time have passed since training, or its resumption, began; its ``stopped`` says whether it
+    did. 0 means no budget."""
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds, self.start, self.stopped = seconds, 0.0, False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.seconds and time.perf_counter() - self.start >= self.seconds:
+                control.should_training_stop = control.should_save = self.stopped = True
+
+    return TimeBudget()
+
+
+def freeze_vision_tower(model) -> int:
+    """Stop the gradients of the vision tower (``model.visual`` or ``model.model.visual``);
+    returns how many parameters it froze."""
+    inner = getattr(model, "model", model)
+    visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
+    if visual is None:
+        raise ValueError("the model has no vision tower (visual) to freeze")
+    n = 0
+    for param in visual.parameters():
+        param.requires_grad = False
+        n += param.numel()
+    return n
 
 
 class FrameLoadingCollator:
@@ -200,6 +236,11 @@ def sft_config_kwargs(p: SFTParams, on_gpu: bool, world_size: int = 1) -> dict:
     return {**kwargs, **p.extra}
 
 
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """The step of a checkpoint-N folder; 0 for None."""
+    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+
+
 def last_checkpoint(output_dir: str | Path) -> Path | None:
     """The checkpoint-N folder with the largest N, or None."""
     ckpts = [d for d in Path(output_dir).glob("checkpoint-*") if d.name.split("-")[-1].isdigit()]
@@ -216,6 +257,7 @@ class SFTResult(StageResult):
     samples_per_second: float
     log_history: list[dict]
     parameters: dict
+    stopped_by_budget: bool = False  # max_seconds ended it before max_steps
 
 
 def prepare_model(p: SFTParams):
@@ -224,6 +266,8 @@ def prepare_model(p: SFTParams):
     model = loaded.model
     if p.mode not in ("full", "lora"):
         raise ValueError(f"unknown SFT mode {p.mode!r}: full or lora")
+    if p.mode == "full" and p.freeze_vision:
+        freeze_vision_tower(model)
     if p.mode == "lora":
         if loaded.backend == "unsloth":
             from unsloth import FastVisionModel
@@ -258,28 +302,31 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         torch.distributed.get_world_size() if torch.distributed.is_initialized() else _env_world()
     )
     args = SFTConfig(**sft_config_kwargs(p, on_gpu, world))
+    budget = time_budget(p.max_seconds)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=HFDataset.from_list(rows),
         processing_class=processor,
         data_collator=FrameLoadingCollator(processor, p.max_length),
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), budget],
     )
     resume = last_checkpoint(p.output_dir)
     t0 = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
     final = save_final(trainer, processor, Path(p.output_dir), model)
+    done = trainer.state.global_step - checkpoint_step(resume)
     return SFTResult(
         output_dir=Path(p.output_dir),
         final_dir=final,
         global_step=trainer.state.global_step,
         resumed_from=str(resume) if resume else None,
         train_seconds=seconds,
-        samples_per_second=out.metrics.get("train_samples_per_second", 0.0),
+        samples_per_second=done * p.batch_size * p.grad_accum * world / max(seconds, 1e-9),
         log_history=list(trainer.state.log_history),
         parameters={**count_parameters(model), "backend": backend, "mode": p.mode},
+        stopped_by_budget=budget.stopped,
     )
 
 
