@@ -172,9 +172,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     root = bench_file if bench_file.is_dir() else bench_file.parent
     rows = rows[: args.limit or None]
     check_frames(rows, root, bench_file)
-    loaded = load_model(args.model, args.backend)
+    if args.engine == "vllm":
+        from .generation import generate_vllm, vllm_engine
+        from .models import load_processor
+
+        llm, processor = vllm_engine(args.model), load_processor(args.model)
+
+        def generate(batch):
+            return generate_vllm(llm, processor, batch, root, args.max_new_tokens)
+
+        model = None
+    else:
+        loaded = load_model(args.model, args.backend)
+        model, processor, generate = loaded.model, loaded.processor, None
     summary = evaluate_benchmark(
-        loaded.model, loaded.processor, rows, root, args.out, args.max_new_tokens, args.batch_size
+        model,
+        processor,
+        rows,
+        root,
+        args.out,
+        args.max_new_tokens,
+        args.batch_size,
+        generate=generate,
     )
     print(format_table(summary))
     return 0
@@ -245,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True, help="model folder or preset")
     sp.add_argument("--out", required=True, help="predictions JSONL (appended; resumes)")
     sp.add_argument("--backend", default="auto")
+    sp.add_argument(
+        "--engine",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="generation: transformers (hf), or vLLM on a GPU (a merged model folder)",
+    )
     sp.add_argument("--max-new-tokens", type=int, default=512)
     sp.add_argument("--batch-size", type=int, default=4)
     sp.add_argument("--limit", type=int, default=0, help="first N questions only")

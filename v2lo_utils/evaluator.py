@@ -24,8 +24,12 @@ def evaluate_benchmark(
     batch_size: int = 4,
     n_boot: int = 1000,
     progress: bool = True,
+    generate=None,
 ) -> dict:
-    """Generate for the rows ``out_file`` lacks, append them, and score the whole file."""
+    """Generate for the rows ``out_file`` lacks, append them, and score the whole file.
+
+    ``generate``: rows -> completions, instead of transformers generation with ``model`` and
+    ``processor`` (the vLLM engine of ``v2lo eval --engine vllm``)."""
     from tqdm.auto import tqdm
 
     from .generation import generate_completions
@@ -41,8 +45,12 @@ def evaluate_benchmark(
     )
     for i in range(0, len(todo), batch_size):
         batch = todo[i : i + batch_size]
-        completions = generate_completions(
-            model, processor, batch, root, max_new_tokens, batch_size, progress=False
+        completions = (
+            generate(batch)
+            if generate is not None
+            else generate_completions(
+                model, processor, batch, root, max_new_tokens, batch_size, progress=False
+            )
         )
         append_records(
             out_file, (prediction_record(r, c) for r, c in zip(batch, completions, strict=True))

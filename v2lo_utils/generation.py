@@ -153,3 +153,41 @@ def generate_completions(
         bar.close()
         model.train(was_training)
     return out
+
+
+def vllm_engine(path: str | Path, max_model_len: int = 16384, gpu_memory_utilization: float = 0.5):
+    """A vLLM engine on a full (merged) model folder: CUDA and vllm only (``.[gpu]``)."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None:
+        raise RuntimeError("the vllm engine needs a CUDA GPU and vllm: pip install -e .[gpu]")
+    from vllm import LLM
+
+    return LLM(
+        model=str(path),
+        max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        limit_mm_per_prompt={"image": 16},
+    )
+
+
+def generate_vllm(
+    llm, processor, rows: Sequence[dict], root: str | Path, max_new_tokens: int = 512
+) -> list[str]:
+    """Greedy completions for ``rows`` from a :func:`vllm_engine`, in order; the prompt is the
+    processor's chat template, as in :func:`generate_completions`."""
+    from vllm import SamplingParams
+
+    prompts = [
+        {
+            "prompt": processor.apply_chat_template(
+                user_messages(r), tokenize=False, add_generation_prompt=True
+            ),
+            "multi_modal_data": {"image": load_frames(r, root)},
+        }
+        for r in rows
+    ]
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    return [o.outputs[0].text for o in llm.generate(prompts, params, use_tqdm=False)]

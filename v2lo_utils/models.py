@@ -70,8 +70,12 @@ class Preset:
     vision_hidden: int
     vision_depth: int
     vision_heads: int
-    vocab: int
+    vocab: int  # the tokenizer's BPE vocabulary (trained here)
     image_size: int  # px, square frames the processor keeps at native size
+    vision_intermediate: int = 0  # 0: twice vision_hidden
+    vision_fullatt: tuple[int, ...] = ()  # full-attention blocks; (): the last one
+    tie_embeddings: bool = True
+    padded_vocab: int = 0  # the model's embedding rows (>= the tokenizer's); 0: the tokenizer's
 
 
 PRESETS: dict[str, Preset] = {
@@ -80,6 +84,25 @@ PRESETS: dict[str, Preset] = {
     # the CPU demo: ~0.65 M parameters learned more in 12 minutes here than 2.2 M did
     "small": Preset(128, 2, 4, 2, 256, 64, 2, 2, 600, 112),
 }
+
+# Qwen2.5-VL-7B's published shape, randomly initialised: the GPU benchmark's model (its memory
+# and speed are the 7B's; it knows nothing). The tokenizer is the project's, padded to 152,064.
+SHAPE_7B = Preset(
+    hidden=3584,
+    layers=28,
+    heads=28,
+    kv_heads=4,
+    intermediate=18944,
+    vision_hidden=1280,
+    vision_depth=32,
+    vision_heads=16,
+    vocab=600,
+    image_size=448,
+    vision_intermediate=3420,
+    vision_fullatt=(7, 15, 23, 31),
+    tie_embeddings=False,
+    padded_vocab=152064,
+)
 
 
 def _mrope_section(head_dim: int) -> list[int]:
@@ -190,23 +213,27 @@ def coordinate_features(values, dim: int, seed: int = 0, periods=(32.0, 16.0, 8.
 
 def create_preset(name: str, out: str | Path, seed: int = 0) -> Path:
     """Build the preset ``name`` into folder ``out`` (model, tokenizer, processor) and return it."""
-    import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    p = PRESETS[name]
-    tokenizer = build_tokenizer(corpus(seed=seed), p.vocab)
+    return build_random_model(PRESETS[name], out, name, seed)
+
+
+def random_model_config(p: Preset, tokenizer):
+    """The Qwen2.5-VL config of shape ``p`` for ``tokenizer`` (its special-token ids)."""
+    from transformers import Qwen2_5_VLConfig
+
+    if p.padded_vocab and p.padded_vocab < len(tokenizer):
+        raise ValueError(f"padded_vocab {p.padded_vocab} < the tokenizer's {len(tokenizer)}")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Qwen2_5_VLConfig(
+    return Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer),
+            vocab_size=p.padded_vocab or len(tokenizer),
             hidden_size=p.hidden,
             intermediate_size=p.intermediate,
             num_hidden_layers=p.layers,
             num_attention_heads=p.heads,
             num_key_value_heads=p.kv_heads,
-            max_position_embeddings=8192,
+            max_position_embeddings=32768 if p.padded_vocab else 8192,
             rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 1e6,
@@ -215,30 +242,50 @@ def create_preset(name: str, out: str | Path, seed: int = 0) -> Path:
             bos_token_id=None,
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
+            tie_word_embeddings=p.tie_embeddings,
         ),
         vision_config=dict(
             depth=p.vision_depth,
             hidden_size=p.vision_hidden,
-            intermediate_size=2 * p.vision_hidden,
+            intermediate_size=p.vision_intermediate or 2 * p.vision_hidden,
             num_heads=p.vision_heads,
             out_hidden_size=p.hidden,
-            fullatt_block_indexes=[p.vision_depth - 1],
+            fullatt_block_indexes=list(p.vision_fullatt or [p.vision_depth - 1]),
             window_size=112,
         ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=p.tie_embeddings,
     )
+
+
+def build_random_model(
+    p: Preset, out: str | Path, name: str, seed: int = 0, device: str = "cpu", dtype=None
+) -> Path:
+    """A randomly initialised Qwen2.5-VL of shape ``p`` with the project's tokenizer and
+    processor, saved into folder ``out`` (safetensors). ``device``/``dtype``: where and in what
+    precision the weights are initialised (a 7B shape is built on the GPU in bf16)."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_tokenizer(corpus(seed=seed), p.vocab)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = random_model_config(p, tokenizer)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(default)
     coord_ids = tokenizer.convert_tokens_to_ids(list(COORD_TOKENS))
     with torch.no_grad():  # tied: the same rows read and write coordinates
         emb = model.get_input_embeddings().weight
-        emb[coord_ids] = 0.5 * emb[coord_ids] + coordinate_features(
-            [float(c) for c in COORD_TOKENS], p.hidden, seed
-        )
+        feats = coordinate_features([float(c) for c in COORD_TOKENS], p.hidden, seed)
+        emb[coord_ids] = 0.5 * emb[coord_ids] + feats.to(emb.device, emb.dtype)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     out = Path(out)
