@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PRESET_FILE = "v2lo_preset.json"
+PERCEPTION_FILE = "perception.json"  # a preset's perception stages: their held-out metrics
 SPECIAL_TOKENS = (
     "<|endoftext|>",
     "<|im_start|>",
@@ -35,7 +36,7 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 COORD_TOKENS = tuple(f"{i / 10:.1f}" for i in range(-80, 81))
-PRESET_VERSION = 6  # bump when the preset recipe changes: cached presets are rebuilt
+PRESET_VERSION = 7  # bump when the preset recipe changes: cached presets are rebuilt
 
 
 VISION_TOKENS = (
@@ -76,13 +77,15 @@ class Preset:
     vision_fullatt: tuple[int, ...] = ()  # full-attention blocks; (): the last one
     tie_embeddings: bool = True
     padded_vocab: int = 0  # the model's embedding rows (>= the tokenizer's); 0: the tokenizer's
+    vision_steps: int = 0  # perception stage 1 at build time (v2lo_utils.perception)
+    grounding_steps: int = 0  # perception stage 2: named objects' boxes, the vision tower fixed
 
 
 PRESETS: dict[str, Preset] = {
     # the smallest that runs: for tests
     "tiny": Preset(32, 1, 2, 1, 64, 32, 1, 1, 400, 56),
     # the CPU demo: ~0.65 M parameters learned more in 12 minutes here than 2.2 M did
-    "small": Preset(128, 2, 4, 2, 256, 64, 2, 2, 600, 112),
+    "small": Preset(128, 2, 4, 2, 256, 64, 2, 2, 600, 112, vision_steps=1000, grounding_steps=2000),
 }
 
 # Qwen2.5-VL-7B's published shape, randomly initialised: the GPU benchmark's model (its memory
@@ -288,12 +291,22 @@ def build_random_model(
         emb[coord_ids] = 0.5 * emb[coord_ids] + feats.to(emb.device, emb.dtype)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    processor = make_processor(tokenizer, p.image_size)
+    perception = None
+    if p.vision_steps or p.grounding_steps:
+        from .perception import perceive
+
+        perception = perceive(
+            model, processor, p.image_size, p.vision_steps, p.grounding_steps, seed
+        )
     out = Path(out)
     # build beside the target and rename: concurrent builders (DDP ranks) cannot half-write it
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp)
-    make_processor(tokenizer, p.image_size).save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    if perception is not None:
+        (tmp / PERCEPTION_FILE).write_text(json.dumps(perception, indent=2))
     (tmp / PRESET_FILE).write_text(
         json.dumps({"preset": name, "version": PRESET_VERSION, "seed": seed, **asdict(p)}, indent=2)
     )
@@ -345,6 +358,13 @@ def check_model_folder(path: str | Path) -> Path:
     if not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
         raise ModelFolderError(f"{p}: missing tokenizer (tokenizer.json)")
     return p
+
+
+def perception_metrics(folder: str | Path) -> dict | None:
+    """The held-out metrics of a preset's perception stages (``perception.json``), or None for a
+    folder without them (a real checkpoint, or a preset built without those stages)."""
+    path = Path(folder) / PERCEPTION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def preset_version(folder: Path) -> int | None:

@@ -87,6 +87,8 @@ def qvs_report(
                     f"{title} ({m['before']['n']} rows)",
                 )
             )
+            if m.get("perception"):
+                training.append(perception_sentence(m["perception"]))
             training.append(steps_sentence(after, m.get("train") or {}))
             training += control_verdicts(after, m["after"])
     if "03_grpo_metrics" in stages:
@@ -172,6 +174,29 @@ def verdicts(
         out.append(text)
         out += control_verdicts(label, s, qbase)
     return out
+
+
+def perception_sentence(p: dict) -> str:
+    """The preset's perception stages in one sentence (their held-out metrics)."""
+    v, g0, g = (
+        p.get("vision") or {},
+        p.get("grounding_before") or {},
+        p.get("grounding_after") or {},
+    )
+    text = "The preset's perception stages (held-out):"
+    if v:
+        text += (
+            f" vision tower, {v['steps']} steps: token box x0 r {_fmt(v.get('token_x0_r'))},"
+            f" y0 r {_fmt(v.get('token_y0_r'))};"
+        )
+    if g:
+        text += (
+            f" grounding ({g['n']} named objects): first corner x0 r {_fmt(g0.get('x0_r'))} ->"
+            f" {_fmt(g.get('x0_r'))}, y0 r {_fmt(g0.get('y0_r'))} -> {_fmt(g.get('y0_r'))},"
+            f" error {_fmt(g.get('corner_error_m'))} m against {_fmt(g.get('prior_error_m'))} m"
+            " at the mean corner."
+        )
+    return text
 
 
 def steps_sentence(label: str, train: dict) -> str:

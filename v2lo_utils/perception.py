@@ -1,0 +1,335 @@
+"""Perception for the presets: what Qwen2.5-VL's pretraining gives the 7B and a random preset lacks.
+
+Two stages, run once when a preset is built (``models.create_preset``) and cached with it:
+
+1. Vision: the vision tower learns, per merged token (28 x 28 px), which categories it shows and
+   where each of those objects lies on the floor. A throwaway linear head regresses the token's
+   labels (:func:`token_labels`) from the tower's output; the renderer knows every pixel's object.
+2. Grounding: the whole model learns to answer "Where is the <name>?" with that object's floor
+   box in the map format, from single frames of fresh scenes (:func:`grounding_examples`), the
+   vision tower now fixed. This is the preset's counterpart of the 7B's grounding pretraining.
+
+Boxes are in meters in the frame's own map frame (spec: x to the camera's right, y forward,
+origin at the camera). Each stage reports held-out metrics (``perception.json`` in the preset).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .catalog import CATEGORIES
+from .cogmap import CogMap, format_map
+from .renderer import Renderer
+from .simulator import make_scene
+
+CATEGORY_INDEX = {c.name: i for i, c in enumerate(CATEGORIES)}
+N_CAT = len(CATEGORIES)
+N_LABELS = N_CAT + 4 * N_CAT + 2  # coverage | a box per category | token row, column
+TOKEN_PX = 28  # a merged token: 2 x 2 patches of 14 px
+BOX_SCALE = 4.0  # boxes are regressed in units of 4 m
+GROUNDING_PROMPT = "Where is the {name}? Its floor box in meters, in <map></map>."
+
+
+def camera_box(box, pose) -> tuple[float, float, float, float]:
+    """A room-frame floor box (m) seen from ``pose``: the bounds of its corners in the camera's
+    horizontal frame (x to its right, y forward, origin at the camera; m). Equals the map frame's
+    box (``layout.scene_map``) when the pose's yaw is along a room axis."""
+    a = math.radians(pose.yaw)
+    right, fwd = (math.cos(a), math.sin(a)), (-math.sin(a), math.cos(a))
+    corners = [(x - pose.x, y - pose.y) for x in (box[0], box[2]) for y in (box[1], box[3])]
+    xs = [dx * right[0] + dy * right[1] for dx, dy in corners]
+    ys = [dx * fwd[0] + dy * fwd[1] for dx, dy in corners]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def token_labels(scene, pose, size: int, min_token_px: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """The frame of ``scene`` from ``pose`` (size x size px) and its per-token labels, shape
+    (tokens, N_LABELS), tokens row by row: the fraction of the token's pixels each category
+    covers; for each category present, the floor box / BOX_SCALE (m, this frame's map frame) of
+    the object of that category covering most of the token (at least ``min_token_px`` pixels);
+    and the token's row and column in [-1, 1]."""
+    if size % TOKEN_PX:
+        raise ValueError(f"frame size {size} is not a multiple of {TOKEN_PX} px")
+    frame = Renderer(size, size).render(scene, pose, dense=True)
+    boxes = np.array([camera_box(o.box, pose) for o in scene.objects], np.float32)
+    cats = np.array([CATEGORY_INDEX[o.name] for o in scene.objects])
+    g = size // TOKEN_PX
+    labels = np.zeros((g, g, N_LABELS), np.float32)
+    for r in range(g):
+        for c in range(g):
+            ids = frame.ids[r * TOKEN_PX : (r + 1) * TOKEN_PX, c * TOKEN_PX : (c + 1) * TOKEN_PX]
+            shown = ids[ids >= 0]
+            labels[r, c, -2:] = [(2 * r + 1) / g - 1, (2 * c + 1) / g - 1]
+            if shown.size == 0:
+                continue
+            labels[r, c, :N_CAT] = np.bincount(cats[shown], minlength=N_CAT) / ids.size
+            counts = np.bincount(shown, minlength=len(scene.objects))
+            for k in np.argsort(-counts, kind="stable"):
+                if counts[k] < min_token_px:
+                    break
+                slot = N_CAT + 4 * cats[k]
+                if not labels[r, c, slot : slot + 4].any():
+                    labels[r, c, slot : slot + 4] = boxes[k] / BOX_SCALE
+    return frame.image, labels.reshape(g * g, N_LABELS)
+
+
+def vision_examples(
+    n_scenes: int, seed: int, size: int, per_scene: int = 4
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(frame, token labels) pairs: ``per_scene`` frames (the first and random others) of each of
+    ``n_scenes`` fresh scenes; seeded."""
+    rng = random.Random(f"v2lo-perception:{seed}")
+    out = []
+    for s in range(n_scenes):
+        scene = make_scene(f"perception{seed}-{s:05d}", seed)
+        poses = scene.clips[0].poses
+        picks = [0, *rng.sample(range(1, len(poses)), min(per_scene, len(poses)) - 1)]
+        out += [token_labels(scene, poses[i], size) for i in picks]
+    return out
+
+
+@dataclass(frozen=True)
+class GroundingExample:
+    """One frame, the question about one named object, and the answer (its map, m)."""
+
+    image: np.ndarray
+    name: str
+    map: CogMap
+
+    @property
+    def prompt(self) -> str:
+        return GROUNDING_PROMPT.format(name=self.name)
+
+    @property
+    def target(self) -> str:
+        return format_map(self.map)
+
+
+def grounding_examples(
+    n_scenes: int, seed: int, size: int, min_pixels: int = 8
+) -> list[GroundingExample]:
+    """For the first frame of each of ``n_scenes`` fresh scenes: one example per object that the
+    frame shows (at least ``min_pixels`` pixels) and that is the only one of its category, its
+    box the ground truth of the clip's map frame (the first frame's, 1 cm)."""
+    renderer = Renderer(size, size)
+    out = []
+    for s in range(n_scenes):
+        scene = make_scene(f"grounding{seed}-{s:05d}", seed)
+        clip = scene.clips[0]
+        frame = renderer.render(scene, clip.poses[0])
+        truth = scene.gt_map(clip)
+        for obj, pixels in zip(truth.objects, frame.visible_pixels, strict=True):
+            if pixels >= min_pixels and truth.count(obj.name) == 1:
+                out.append(GroundingExample(frame.image, obj.name, CogMap((obj,)).rounded()))
+    return out
+
+
+def pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Pearson r; None for fewer than 3 pairs or a constant side."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# training (torch from here on)
+
+
+def _image_features(model, image_processor, images):
+    """The vision tower's merged tokens of ``images``, all frames' tokens in one (tokens, hidden)."""
+    import torch
+
+    enc = image_processor(images=list(images), return_tensors="pt")
+    feats = model.model.get_image_features(enc["pixel_values"], enc["image_grid_thw"])
+    return torch.cat(list(feats.pooler_output))
+
+
+def pretrain_vision(
+    model,
+    image_processor,
+    train: list,
+    val: list,
+    steps: int,
+    batch: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> dict:
+    """Stage 1: train the vision tower (and a throwaway linear head) to regress each token's
+    labels; returns held-out metrics: Pearson r of the first box corner (x0 lateral, y0 depth)
+    per token where a box is labelled, and of the frame-mean per category slot."""
+    import torch
+
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(model.config.text_config.hidden_size, N_LABELS)
+    visual = model.model.visual
+    opt = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=lr)
+    weight = torch.tensor([4.0] * (5 * N_CAT) + [1.0, 1.0])
+    gen = torch.Generator().manual_seed(seed)
+
+    def loss_on(items):
+        pred = head(_image_features(model, image_processor, [x[0] for x in items]))
+        target = torch.from_numpy(np.concatenate([x[1] for x in items]))
+        return 10 * (((pred - target) ** 2) * weight).mean(), pred, target
+
+    t0 = time.perf_counter()
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(train), (batch,), generator=gen).tolist()
+        loss, _, _ = loss_on([train[i] for i in idx])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        val_loss, pred, target = loss_on(val)
+    pb = pred[:, N_CAT : 5 * N_CAT].reshape(len(val), -1, N_CAT, 4)
+    tb = target[:, N_CAT : 5 * N_CAT].reshape(len(val), -1, N_CAT, 4)
+    has = tb.abs().sum(-1) > 0
+    pooled_has = has.any(1)
+    pooled_p, pooled_t = pb.mean(1)[pooled_has], tb.mean(1)[pooled_has]
+    return {
+        "steps": steps,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "val_loss": float(val_loss),
+        "token_x0_r": pearson(pb[has][:, 0], tb[has][:, 0]),
+        "token_y0_r": pearson(pb[has][:, 1], tb[has][:, 1]),
+        "pooled_x0_r": pearson(pooled_p[:, 0], pooled_t[:, 0]),
+        "val_frames": len(val),
+    }
+
+
+def _sft_rows(examples: Sequence[GroundingExample]) -> list[dict]:
+    from PIL import Image
+
+    return [
+        {
+            "prompt": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image"}, {"type": "text", "text": e.prompt}],
+                }
+            ],
+            "completion": [{"role": "assistant", "content": [{"type": "text", "text": e.target}]}],
+            "images": [Image.fromarray(e.image)],
+        }
+        for e in examples
+    ]
+
+
+def grounding_probe(model, processor, examples: Sequence[GroundingExample], batch: int = 16):
+    """Held-out grounding, teacher-forced: the model's expected value of the first box corner
+    (x0, y0) over the coordinate tokens, against the truth; Pearson r per axis, the mean corner
+    error (m) and that of the training-free prior (every corner at the held-out mean)."""
+    import torch
+
+    from .models import COORD_TOKENS
+    from .sft import FrameLoadingCollator
+
+    tok = processor.tokenizer
+    coord_ids = tok.convert_tokens_to_ids(list(COORD_TOKENS))
+    values = torch.tensor([float(c) for c in COORD_TOKENS])
+    is_coord = set(coord_ids)
+    collate = FrameLoadingCollator(processor)
+    rows = _sft_rows(examples)
+    pred, true = [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(rows), batch):
+            b = collate(rows[i : i + batch])
+            logits = model(**{k: v for k, v in b.items() if k != "labels"}).logits
+            for j, e in enumerate(examples[i : i + batch]):
+                labels = b["labels"][j].tolist()
+                pos = [p for p, t in enumerate(labels) if t in is_coord][:2]
+                if len(pos) < 2:
+                    continue
+                probs = torch.softmax(logits[j, [p - 1 for p in pos]][:, coord_ids].float(), -1)
+                pred.append((probs @ values).tolist())
+                true.append(list(e.map.objects[0].bbox[:2]))
+    p, t = np.array(pred), np.array(true)
+    if len(p) == 0:
+        return {"n": 0}
+    return {
+        "n": len(p),
+        "x0_r": pearson(p[:, 0], t[:, 0]),
+        "y0_r": pearson(p[:, 1], t[:, 1]),
+        "corner_error_m": float(np.linalg.norm(p - t, axis=1).mean()),
+        "prior_error_m": float(np.linalg.norm(t - t.mean(0), axis=1).mean()),
+    }
+
+
+def train_grounding(
+    model,
+    processor,
+    train: Sequence[GroundingExample],
+    steps: int,
+    batch: int = 8,
+    lr: float = 1e-3,
+    warmup: int = 50,
+    seed: int = 0,
+) -> dict:
+    """Stage 2: the language model (and merger) learns to write a named object's box, the vision
+    tower fixed; a plain loop over :class:`~v2lo_utils.sft.FrameLoadingCollator` batches (loss
+    on the answer only)."""
+    import torch
+
+    from .sft import FrameLoadingCollator
+
+    visual = model.model.visual
+    frozen = [p for p in visual.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad = False
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
+    collate = FrameLoadingCollator(processor)
+    rows = _sft_rows(train)
+    gen = random.Random(f"v2lo-grounding:{seed}")
+    t0, losses = time.perf_counter(), []
+    model.train()
+    for _ in range(steps):
+        loss = model(**collate(gen.sample(rows, min(batch, len(rows))))).loss
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(float(loss.detach()))
+    for p in frozen:
+        p.requires_grad = True
+    model.eval()
+    tail = losses[-50:] or [float("nan")]
+    return {
+        "steps": steps,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "final_loss": sum(tail) / len(tail),
+    }
+
+
+def perceive(model, processor, size: int, vision_steps: int, grounding_steps: int, seed: int = 0):
+    """Both stages on a freshly built preset (in place); returns the metrics for
+    ``perception.json``: held-out vision and grounding figures, grounding before and after."""
+    import torch
+
+    out: dict = {"seed": seed, "image_size": size}
+    t0 = time.perf_counter()
+    if vision_steps:
+        train = vision_examples(max(8, vision_steps // 2), seed + 1, size)
+        val = vision_examples(40, seed + 2, size, per_scene=1)
+        out["vision"] = pretrain_vision(
+            model, processor.image_processor, train, val, vision_steps, seed=seed
+        )
+    if grounding_steps:
+        train = grounding_examples(max(8, grounding_steps // 2), seed + 3, size)
+        val = grounding_examples(60, seed + 4, size)
+        out["grounding_before"] = grounding_probe(model, processor, val)
+        torch.manual_seed(seed)
+        out["grounding"] = train_grounding(model, processor, train, grounding_steps, seed=seed)
+        out["grounding_after"] = grounding_probe(model, processor, val)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
