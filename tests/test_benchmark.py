@@ -345,3 +345,25 @@ def test_report_verdicts_say_where_a_model_stays_at_baseline():
         "Map object recall 0.90 against 0.20 blind; center error 1.50 m against 2.00 m "
         "blind (better) and 2.60 m for the question's objects at mean boxes (better)."
     ]
+
+
+def test_control_verdicts_say_whether_maps_come_from_frames_and_answers_from_maps():
+    from v2lo_utils.report import control_verdicts
+
+    def group(err, n=40, cons=None):
+        return {"center_error_m": err, "n_objects": n, "r_x": 0.7, "r_y": 0.6, "consistency": cons}
+
+    sees = {
+        "map_by_group": {"1-4": group(1.0), "8-16": group(2.0, n=5), "all": group(1.2, cons=0.8)},
+        "controls": {
+            "swapped": {"1-4": group(2.0), "8-16": group(2.1)},
+            "question_only": {"1-4": group(1.8), "8-16": group(2.2)},
+        },
+    }
+    lines = control_verdicts("m", sees)
+    assert lines[0].startswith("m, 1-4 frames: maps from the frames? yes: center error 1.00 m")
+    assert "too few matched objects to tell" in lines[1]  # 5 objects
+    assert lines[2].startswith("m: answers from its maps? yes: 80.0%")
+    blind = {**sees, "map_by_group": {"1-4": group(2.0), "all": group(2.0, cons=0.2)}}
+    lines = control_verdicts("m", blind)  # no better than another scene's frames
+    assert "maps from the frames? no" in lines[0] and "answers from its maps? no" in lines[1]

@@ -214,11 +214,15 @@ def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+MIN_OBJECTS = 30  # matched objects below which the controls' verdict is "too few to tell"
+
+
 def control_verdicts(label: str, summary: dict, question_only: dict | None = None) -> list[str]:
     """Plain sentences from the controls: per frame-count group, whether the model's maps come
     from the frames (its center error below both the same rows with another scene's frames and
-    the question-only baseline, with the per-axis r), and whether its answers come from its maps
-    (consistency: its answer scored against the answer solve computes from its own map).
+    the question-only baseline, with the per-axis r; "too few to tell" under MIN_OBJECTS matched
+    objects), and whether its answers come from its maps (consistency: its answer scored against
+    the answer solve computes from its own map).
 
     ``question_only``: that baseline's summary; without it, the summary's own
     ``controls.question_only`` groups (as :func:`~v2lo_utils.evaluation.evaluate_model` writes)."""
@@ -235,6 +239,8 @@ def control_verdicts(label: str, summary: dict, question_only: dict | None = Non
             continue
         beats = [x for x in (s_err, q_err) if x is not None]
         word = "yes" if all(err < x for x in beats) else "no"
+        if m.get("n_objects", 0) < MIN_OBJECTS:
+            word = "too few matched objects to tell"
         out.append(
             f"{label}, {g} frames: maps from the frames? {word}: center error {err:.2f} m against "
             f"{_fmt(s_err)} m with another scene's frames and {_fmt(q_err)} m for the "
