@@ -17,7 +17,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebooks_are_documents(path):
+    raw = json.loads(path.read_text())
+    assert all("id" in c for c in raw["cells"]), "every cell needs an id (nbformat 4.5)"
     nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0].cell_type == "code"
