@@ -108,19 +108,24 @@ def evaluate_models(
         summaries[label] = evaluate_benchmark(
             loaded.model, loaded.processor, rows, root, out_file, max_new_tokens, batch_size, n_boot
         )
-        if swap:
+        if swap:  # frame counts whose rows come from too few scenes are left out
+            other = swap_frames(rows, strict=False)
             out_swapped = Path(out_dir) / f"{slug(label)}__swapped_frames.jsonl"
-            swapped = evaluate_benchmark(
-                loaded.model,
-                loaded.processor,
-                swap_frames(rows, strict=False),
-                root,
-                out_swapped,
-                max_new_tokens,
-                batch_size,
-                n_boot=1,
+            records = (
+                evaluate_benchmark(
+                    loaded.model,
+                    loaded.processor,
+                    other,
+                    root,
+                    out_swapped,
+                    max_new_tokens,
+                    batch_size,
+                    n_boot=1,
+                )["records"]
+                if other
+                else []
             )
-            summaries[label]["controls"] = {"swapped": map_by_group(swapped["records"])}
+            summaries[label]["controls"] = {"swapped": map_by_group(records)}
         del loaded
         gc.collect()
     return summaries
