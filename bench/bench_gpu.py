@@ -138,6 +138,27 @@ def _need(cuda: bool = False, package: str | None = None, gpus: int = 0) -> None
         raise Skip(f"needs {package} (pip install -e .[gpu])")
 
 
+def _reset_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _stage(work: Path, s: dict, out: str) -> dict:
+    """What the SFT and GRPO parts' parameters share: LoRA on the built model, a few steps."""
+    return dict(
+        data_dir=str(work / "data"),
+        output_dir=str(work / out),
+        model_source=str(work / "model"),
+        mode="lora",
+        lora_r=s["lora_r"],
+        lora_alpha=s["lora_alpha"],
+        max_steps=s["steps"],
+        save_steps=10**6,
+    )
+
+
 def _peak_gb() -> float | None:
     import torch
 
@@ -191,22 +212,15 @@ def _sft(work: Path, s: dict, backend: str, out: str) -> dict:
 
     from v2lo_utils.sft import SFTParams, train_sft
 
-    torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+    _reset_peak()
     p = SFTParams(
-        data_dir=str(work / "data"),
-        output_dir=str(work / out),
-        model_source=str(work / "model"),
+        **_stage(work, s, out),
         backend=backend,
-        mode="lora",
-        lora_r=s["lora_r"],
-        lora_alpha=s["lora_alpha"],
-        max_steps=s["steps"],
         batch_size=2,
         learning_rate=1e-4,
         max_frames=16,
         max_length=s["max_length"] or None,
         gradient_checkpointing=torch.cuda.is_available(),
-        save_steps=10**6,
         logging_steps=1,
     )
     clock = StepClock()
@@ -252,25 +266,16 @@ def part_merge(work: Path, s: dict, smoke: bool) -> dict:
 
 
 def _grpo(work: Path, s: dict, use_vllm: bool, out: str) -> dict:
-    import torch
-
     from v2lo_utils.grpo import GRPOParams, train_grpo
 
-    torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+    _reset_peak()
     p = GRPOParams(
-        data_dir=str(work / "data"),
-        output_dir=str(work / out),
-        model_source=str(work / "model"),
+        **_stage(work, s, out),
         backend="transformers",
-        mode="lora",
-        lora_r=s["lora_r"],
-        lora_alpha=s["lora_alpha"],
-        max_steps=s["steps"],
         batch_size=4,
         num_generations=4,
         max_completion_length=s["completion"],
         use_vllm=use_vllm,
-        save_steps=10**6,
     )
     clock = StepClock()
     result = train_grpo(p, callbacks=[clock])

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .benchmark import pearson
 from .catalog import CATEGORIES
 from .cogmap import CogMap, format_map
 from .renderer import Renderer
@@ -130,12 +131,9 @@ def grounding_examples(
     return out
 
 
-def pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Pearson r; None for fewer than 3 pairs or a constant side."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 3 or a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
+def _r(a, b) -> float | None:
+    """:func:`~v2lo_utils.benchmark.pearson` of two 1-D arrays or tensors."""
+    return pearson([float(v) for v in a], [float(v) for v in b])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,9 +196,9 @@ def pretrain_vision(
         "steps": steps,
         "seconds": round(time.perf_counter() - t0, 1),
         "val_loss": float(val_loss),
-        "token_x0_r": pearson(pb[has][:, 0], tb[has][:, 0]),
-        "token_y0_r": pearson(pb[has][:, 1], tb[has][:, 1]),
-        "pooled_x0_r": pearson(pooled_p[:, 0], pooled_t[:, 0]),
+        "token_x0_r": _r(pb[has][:, 0], tb[has][:, 0]),
+        "token_y0_r": _r(pb[has][:, 1], tb[has][:, 1]),
+        "pooled_x0_r": _r(pooled_p[:, 0], pooled_t[:, 0]),
         "val_frames": len(val),
     }
 
@@ -257,8 +255,8 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
         return {"n": 0}
     return {
         "n": len(p),
-        "x0_r": pearson(p[:, 0], t[:, 0]),
-        "y0_r": pearson(p[:, 1], t[:, 1]),
+        "x0_r": _r(p[:, 0], t[:, 0]),
+        "y0_r": _r(p[:, 1], t[:, 1]),
         "corner_error_m": float(np.linalg.norm(p - t, axis=1).mean()),
         "prior_error_m": float(np.linalg.norm(t - t.mean(0), axis=1).mean()),
     }
