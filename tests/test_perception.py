@@ -65,7 +65,7 @@ def test_grounding_examples_name_visible_unique_objects_with_their_map_boxes():
     for s in range(6):
         scene = make_scene(f"grounding9-{s:05d}", 9)
         clip = scene.clips[0]
-        frame = renderer.render(scene, clip.poses[0])
+        frame = renderer.render(scene, clip.poses[0], dense=True)
         truth = scene.gt_map(clip)
         mine = [e for e in examples if (e.image == frame.image).all()]
         for e in mine:

@@ -124,7 +124,7 @@ def test_renderer_pixel_boxes_span_each_objects_visible_pixels():
     far = Placed(cat, (1.8, 6.0, 2.2, 6.4), 0.5)  # hidden behind `near`
     side = Placed(cat, (3.0, 8.0, 3.5, 8.5), 0.5)
     scene, pose = corridor([near, far, side])
-    frame = Renderer(96, 96).render(scene, pose)
+    frame = Renderer(96, 96).render(scene, pose, dense=True)
     boxes = frame.pixel_boxes
     assert boxes.shape == (3, 4) and (boxes[1] == -1).all()  # no pixel: no box
     empty = Renderer(96, 96).render(corridor([])[0], pose).image

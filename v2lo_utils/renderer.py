@@ -5,7 +5,8 @@ the nearest hit among the room's six surfaces and the furniture boxes (height 0 
 height) wins, so occlusion is exact. Cues a model can learn from: a 0.5 m checkered floor (scale
 and depth), four wall tints (orientation), per-category colours with a top colour and one
 horizontal band (shape), face-dependent shading and distance fog. Each frame also reports how many
-pixels of every object are visible, and the pixel box they span.
+pixels of every object are visible; a dense frame adds each pixel's object and the pixel box each
+object spans.
 """
 
 from __future__ import annotations
@@ -51,11 +52,9 @@ FOG = 0.045  # per meter of depth
 class Frame:
     image: np.ndarray  # H x W x 3 uint8
     visible_pixels: np.ndarray  # per object of the scene, in scene order
-    pixel_boxes: np.ndarray  # objects x 4: visible pixels' (col0, row0, col1, row1), ends
-    # exclusive, in pixels from the top-left corner; -1 for an object no pixel shows
     ids: np.ndarray | None = None  # dense only: H x W object index per pixel, -1 for the room
-    points: np.ndarray | None = None  # dense only: H x W x 2 floor-plane position (m) of what
-    # each pixel shows, in the camera's own horizontal frame (+x right, +y forward)
+    pixel_boxes: np.ndarray | None = None  # dense only: objects x 4, the visible pixels'
+    # (col0, row0, col1, row1), ends exclusive, from the top-left corner; -1 where none shows
 
 
 def pixel_boxes(ids: np.ndarray, n_objects: int) -> np.ndarray:
@@ -66,6 +65,7 @@ def pixel_boxes(ids: np.ndarray, n_objects: int) -> np.ndarray:
     if rows.size == 0:
         return out
     k = ids[rows, cols].astype(np.int64)
+    present = np.bincount(k, minlength=n_objects) > 0
     for box, fn, vals, pad in (
         (0, np.minimum, cols, 0),
         (1, np.minimum, rows, 0),
@@ -75,7 +75,6 @@ def pixel_boxes(ids: np.ndarray, n_objects: int) -> np.ndarray:
         init = np.iinfo(np.int64).max if fn is np.minimum else -1
         acc = np.full(n_objects, init, dtype=np.int64)
         fn.at(acc, k, vals)
-        present = np.bincount(k, minlength=n_objects) > 0
         out[present, box] = acc[present] + pad
     return out
 
@@ -124,8 +123,8 @@ class Renderer:
         return slice(r0, r1), slice(c0, c1)
 
     def render(self, scene: Scene, pose: CameraPose, dense: bool = False) -> Frame:
-        """One frame of ``scene`` from ``pose``; ``dense`` adds the per-pixel object ids and
-        floor-plane positions (the labels of the presets' perception stage)."""
+        """One frame of ``scene`` from ``pose``; ``dense`` adds the per-pixel object ids and each
+        object's pixel box (the labels of the presets' perception stage)."""
         right, up, fwd = self._basis(pose)
         xc, yc = self._xc, self._yc
         d = [
@@ -194,16 +193,9 @@ class Renderer:
         shade = FACE_SHADE[axis] / (1.0 + FOG * t)
         image = (palette[mat] * shade[..., None]).clip(0, 255).astype(np.uint8)
         counts = np.bincount(ids[ids >= 0].ravel(), minlength=len(scene.objects))
-        boxes = pixel_boxes(ids, len(scene.objects))
         if not dense:
-            return Frame(image, counts, boxes)
-        # what each pixel shows, relative to the camera (t * ray), in its horizontal frame
-        rx, ry = t * d[0], t * d[1]
-        fh = (-right[1], right[0])  # the camera's horizontal forward: right turned left by 90 deg
-        points = np.stack([rx * right[0] + ry * right[1], rx * fh[0] + ry * fh[1]], axis=-1).astype(
-            np.float32
-        )
-        return Frame(image, counts, boxes, ids, points)
+            return Frame(image, counts)
+        return Frame(image, counts, ids, pixel_boxes(ids, len(scene.objects)))
 
     @staticmethod
     def _palette(scene: Scene) -> np.ndarray:
