@@ -274,7 +274,6 @@ def build_random_model(
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     tokenizer = build_tokenizer(corpus(seed=seed), p.vocab)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = random_model_config(p, tokenizer)
     torch.manual_seed(seed)
     default = torch.get_default_dtype()
@@ -289,8 +288,8 @@ def build_random_model(
         emb = model.get_input_embeddings().weight
         feats = coordinate_features([float(c) for c in COORD_TOKENS], p.hidden, seed)
         emb[coord_ids] = 0.5 * emb[coord_ids] + feats.to(emb.device, emb.dtype)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
     processor = make_processor(tokenizer, p.image_size)
     perception = None
     if p.vision_steps or p.grounding_steps:
