@@ -80,6 +80,32 @@ def main() -> None:
     }
     for name, fn in results.items():
         print(f"{name:32s} {rate(fn, len(rows), args.repeat):>10,.0f} completions/s")
+    print("\n1 MB looped completions (a model repeating itself until cut off), best of 3:")
+    for name, text in looped_completions(1_000_000).items():
+        batch = [{"response": text, "ground_truth": "B"}]
+        for label, fn in (
+            ("compute_score", lambda b=batch: compute_score(b)),
+            ("map_reward", lambda t=text: map_reward([t], map=[maps[0]])),
+        ):
+            print(f"  {name:28s} {label:14s} {rate(fn, 1, 3):>8,.1f} completions/s")
+
+
+def looped_completions(size: int) -> dict[str, str]:
+    """Completions of ``size`` characters that loop the way a model does when it never stops:
+    tags over and over (the format rule's worst case before), unclosed answers, and a map that
+    lists the same object until the text is cut off."""
+    obj = '{"object_name": "chair", "bbox": [0.1, 0.2, 0.3, 0.4]}, '
+    loops = {
+        "map/think/answer tags": "<map>" + "</map><think></think><answer>" * size,
+        "unclosed <answer>": "<answer>" * size,
+        "one object, endlessly": "<map>Establish a bird's-eye view : [" + obj * size,
+        "closed map of ~18k objects": "",
+    }
+    closed = "<map>[" + obj * (size // len(obj) - 1)
+    loops["closed map of ~18k objects"] = (
+        closed[: size - 40].rstrip(", ") + "]</map><answer>B</answer>"
+    )
+    return {k: v[:size] for k, v in loops.items()}
 
 
 if __name__ == "__main__":

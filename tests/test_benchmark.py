@@ -24,7 +24,7 @@ from v2lo_utils.benchmark import (
 from v2lo_utils.cli import main
 from v2lo_utils.cogmap import parse_response
 from v2lo_utils.dataset import BuildConfig, build_qvs_bench, read_jsonl
-from v2lo_utils.evaluator import evaluate_benchmark
+from v2lo_utils.evaluator import evaluate_benchmark, score_file
 from v2lo_utils.models import create_preset, load_model
 from v2lo_utils.predictions import open_for_resume, read_predictions
 from v2lo_utils.questions import solve
@@ -139,7 +139,7 @@ def test_messy_predictions_file_is_scored_and_counted(qvs, tmp_path, capsys):
         json.dumps({"id": rows[0]["id"], "completion": rows[0]["target"]}),
         json.dumps({"id": rows[1]["id"], "completion": ""}),  # empty
         json.dumps({"id": rows[2]["id"], "completion": "I think it is left <answer>"}),  # garbage
-        json.dumps({"id": rows[3]["id"], "completion": None}),  # not a string
+        json.dumps({"id": rows[3]["id"], "completion": None}),  # not a string: not a record
         json.dumps({"id": "not-a-question", "completion": "<answer>A</answer>"}),  # unknown id
         json.dumps({"id": rows[0]["id"], "completion": rows[0]["target"]}),  # duplicate
         "{broken json",
@@ -166,10 +166,10 @@ def test_messy_predictions_file_is_scored_and_counted(qvs, tmp_path, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    assert "56 missing, 1 unknown ids, 2 empty, 2 unreadable lines, 1 duplicates" in text
+    assert "57 missing, 1 unknown ids, 1 empty, 3 unreadable lines, 1 duplicates" in text
     s = json.loads(out.read_text())
     assert set(SUMMARY_FIELDS) <= set(s)
-    assert s["counts"]["questions"] == 60 and s["counts"]["missing"] == 56
+    assert s["counts"]["questions"] == 60 and s["counts"]["missing"] == 57
     assert s["overall"] == pytest.approx(1 / 60)
     for key in ("by_task", "by_frames"):
         assert all(0.0 <= v <= 1.0 for v in s[key].values())
@@ -227,11 +227,12 @@ def test_score_command_reads_vsi_layout(tmp_path, capsys):
     assert s["by_frames"] == {"n/a": pytest.approx(0.8)}
 
 
-def test_score_command_names_missing_inputs(tmp_path, qvs):
-    with pytest.raises(SystemExit, match=r"nope\.jsonl: no such predictions file"):
-        main(["score", "--benchmark", str(qvs), "--predictions", str(tmp_path / "nope.jsonl")])
-    with pytest.raises(SystemExit, match=r"qvs_bench\.jsonl: no such file"):
-        main(["score", "--benchmark", str(tmp_path), "--predictions", str(tmp_path / "x")])
+def test_score_command_names_missing_inputs(tmp_path, qvs, capsys):
+    args = ["score", "--benchmark", str(qvs), "--predictions", str(tmp_path / "nope.jsonl")]
+    assert main(args) == 2
+    assert "nope.jsonl: no such predictions file" in capsys.readouterr().err
+    assert main(["score", "--benchmark", str(tmp_path), "--predictions", "x"]) == 2
+    assert "qvs_bench.jsonl: no such file" in capsys.readouterr().err
 
 
 def test_statistics_helpers():
@@ -278,18 +279,12 @@ def test_evaluation_killed_midway_resumes_without_loss_or_duplicates(qvs, tmp_pa
     with open(out, "a") as fh:  # a write cut short by the kill
         fh.write('{"id": "qvs-00')
     rows = read_jsonl(qvs / "qvs_bench.jsonl")[:20]
+    # the same command resumes (another batch size is no other setting: greedy decoding)
+    resume = cmd[3:]
+    resume[resume.index("--batch-size") + 1] = "4"
+    assert main(resume) == 0
+    summary = score_file(rows, out, n_boot=20)
     loaded = load_model(model_dir)
-    summary = evaluate_benchmark(
-        loaded.model,
-        loaded.processor,
-        rows,
-        qvs,
-        out,
-        max_new_tokens=6,
-        batch_size=4,
-        n_boot=20,
-        progress=False,
-    )
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == sorted(r["id"] for r in rows)  # nothing lost, nothing twice
     assert summary["counts"]["missing"] == 0 and summary["counts"]["bad_lines"] == 0

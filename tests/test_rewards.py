@@ -136,8 +136,7 @@ truths = st.one_of(
     st.text(max_size=8),
     st.floats(allow_nan=True),
     st.integers(-5, 5),
-    st.none(),
-)
+)  # None: an error, not a reward (tests/test_hostile_input.py)
 
 
 @settings(max_examples=3000)
@@ -217,6 +216,7 @@ def test_map_reward_reads_the_map_column():
 def test_core_imports_no_torch():
     code = (
         "import sys, v2lo_utils.rewards, v2lo_utils.questions, v2lo_utils.scoring, v2lo_utils.layout, "
+        "v2lo_utils.errors, v2lo_utils.schema, v2lo_utils.loaders, v2lo_utils.predictions, "
         "v2lo_utils.cli; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

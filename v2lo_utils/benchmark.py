@@ -79,6 +79,26 @@ def score_row(row: dict, completion: str) -> dict:
     return rec
 
 
+def score_row_safely(row: dict, completion: str) -> dict:
+    """:func:`score_row`, or, for a row it cannot score (a broken ``map`` or answer that got past
+    the loaders), a zero-score record with ``scoring_error`` saying why: one bad row never stops
+    a run, and is never regenerated over and over."""
+    try:
+        return score_row(row, completion)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+        return {
+            "id": row.get("id"),
+            "task": row.get("task"),
+            "num_frames": row.get("num_frames"),
+            "extracted": None,
+            "extraction_failed": True,
+            "score": 0.0,
+            "format_ok": format_ok(completion),
+            "reward": 0.0,
+            "scoring_error": f"{type(err).__name__}: {err}",
+        }
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return mean(values) if values else None
 
@@ -217,7 +237,7 @@ def score_benchmark(
         completion = pred.get("completion", "") if pred else ""
         missing += pred is None
         empty += pred is not None and not completion.strip()
-        records.append(score_row(row, completion))
+        records.append(score_row_safely(row, completion))
     summary = summarize_records(records, n_boot)
     summary["counts"] = {
         "questions": len(rows),
@@ -226,6 +246,7 @@ def score_benchmark(
         "unknown": sum(1 for k in predictions if k not in known),
         "empty": empty,
         "extraction_failures": sum(r["extraction_failed"] for r in records),
+        "scoring_errors": sum("scoring_error" in r for r in records),
         **(extra or {}),
     }
     summary["records"] = records

@@ -17,13 +17,17 @@ from . import __version__
 
 
 def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    from .errors import DataError
+
     try:
+        if path == "-":
+            return sys.stdin.read()
         with open(path, encoding="utf-8") as fh:
             return fh.read()
     except OSError as err:
-        raise SystemExit(f"v2lo: cannot read {path}: {err.strerror}") from err
+        raise DataError(f"{path}: cannot read ({err.strerror})") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 (byte {err.start + 1})") from err
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
@@ -98,16 +102,18 @@ def cmd_data_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .dataset import Dataset, write_jsonl
+    from .errors import DataError
     from .exporters import export_rows
 
     ds = Dataset.load(args.data)
     if args.split not in ds.rows:
-        raise SystemExit(
-            f"v2lo: {args.data} has no split {args.split!r} (has {', '.join(ds.rows)})"
-        )
+        raise DataError(f"{args.data}: has no split {args.split!r} (has {', '.join(ds.rows)})")
     out = Path(args.out)
     rel = out.parent if args.relative else None
-    rows = export_rows(ds.rows[args.split], args.format, ds.root, grid=args.grid, relative_to=rel)
+    source = ds.root / ("qvs_bench.jsonl" if args.split == "qvs" else f"{args.split}.jsonl")
+    rows = export_rows(
+        ds.rows[args.split], args.format, ds.root, grid=args.grid, relative_to=rel, source=source
+    )
     print(f"{out}: {write_jsonl(out, rows)} {args.format} rows")
     return 0
 
@@ -141,16 +147,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     import json
 
     from .benchmark import SUMMARY_FIELDS, format_table
+    from .errors import PredictionsError
     from .evaluator import score_file
-    from .loaders import DataError, load_benchmark
+    from .loaders import load_benchmark
 
-    try:
-        rows = load_benchmark(args.benchmark)
-    except DataError as err:
-        raise SystemExit(f"v2lo score: {err}") from err
+    rows = load_benchmark(args.benchmark)
     if not os.path.isfile(args.predictions):
-        raise SystemExit(f"v2lo score: {args.predictions}: no such predictions file")
-    summary = score_file(rows, args.predictions, n_boot=args.bootstrap)
+        raise PredictionsError(f"{args.predictions}: no such predictions file")
+    summary = score_file(rows, args.predictions, n_boot=args.bootstrap, force=args.force)
     print(format_table(summary))
     if args.json:
         out = {k: summary[k] for k in SUMMARY_FIELDS}
@@ -165,17 +169,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .benchmark import format_table
     from .evaluator import evaluate_benchmark
     from .loaders import check_frames, load_benchmark
-    from .models import load_model
+    from .models import check_model_folder, load_model, model_fingerprint
 
     rows = load_benchmark(args.benchmark)
     bench_file = Path(args.benchmark)
     root = bench_file if bench_file.is_dir() else bench_file.parent
     rows = rows[: args.limit or None]
     check_frames(rows, root, bench_file)
+    settings = {
+        "model": str(Path(args.model).resolve()) if os.path.isdir(args.model) else args.model,
+        "engine": args.engine,
+        "image_size": _image_size(root),
+    }
     if args.engine == "vllm":
         from .generation import generate_vllm, vllm_engine
         from .models import load_processor
 
+        settings["weights"] = model_fingerprint(check_model_folder(args.model))
         llm, processor = vllm_engine(args.model), load_processor(args.model)
 
         def generate(batch):
@@ -185,6 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         loaded = load_model(args.model, args.backend)
         model, processor, generate = loaded.model, loaded.processor, None
+        settings.update(weights=model_fingerprint(loaded.path), backend=loaded.backend)
     summary = evaluate_benchmark(
         model,
         processor,
@@ -194,14 +205,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.max_new_tokens,
         args.batch_size,
         generate=generate,
+        settings=settings,
+        force=args.force,
     )
     print(format_table(summary))
     return 0
 
 
+def _image_size(root) -> int | None:
+    """The frame size a benchmark folder's manifest states, or None."""
+    try:
+        with open(os.path.join(root, "manifest.json"), encoding="utf-8") as fh:
+            return json.load(fh)["config"]["image_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="v2lo", description="Video2Layout workbook")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of input errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     sp = sub.add_parser("run", help="execute the numbered notebooks of a profile with papermill")
@@ -257,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--predictions", required=True, help='JSONL of {"id": ..., "completion": ...}')
     sp.add_argument("--json", help="write the summary here")
     sp.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="score even predictions made for other benchmark rows with the same ids",
+    )
     sp.set_defaults(func=cmd_score)
 
     sp = sub.add_parser("eval", help="generate and score a model on a benchmark (resumable)")
@@ -273,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-new-tokens", type=int, default=512)
     sp.add_argument("--batch-size", type=int, default=4)
     sp.add_argument("--limit", type=int, default=0, help="first N questions only")
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="add to a predictions file made with other settings (rows that changed are redone)",
+    )
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("parse", help="parse a completion into map, think and answer (JSON)")
@@ -288,8 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. A V2loError (bad data, model folder, predictions or parameters) is printed
+    as one line, ``v2lo <command>: <where>: <what>``, with exit status 2; ``--debug`` shows the
+    traceback instead."""
+    from .errors import V2loError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except V2loError as err:
+        if args.debug:
+            raise
+        name = " ".join(
+            x for x in (args.command, getattr(args, "data_command", None)) if isinstance(x, str)
+        )
+        print(f"v2lo {name}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

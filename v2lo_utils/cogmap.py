@@ -28,8 +28,27 @@ from .geometry import Box
 MAP_PREFIX = "Establish a bird's-eye view : "
 
 # The paper's format rule (spec section 3): applied to the tag-normalised, stripped response.
+# Kept as the statement of the rule; :func:`format_match` decides it in linear time.
 FORMAT_RE = re.compile(r"<map>.*?</map>\s*<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+# Texts longer than this (characters) are not parsed: no map, no answer, format 0, reward 0.
+# A model's completion is never near it (4 M characters is ~1 M tokens); below it every parser,
+# extractor and reward runs in time linear in the text and agrees exactly with the regexes
+# of the spec.
+MAX_COMPLETION_CHARS = 4_000_000
 _DELIM_SPLIT_RE = re.compile(r"([<>/])")
+# For the fast path of normalize_tags: ASCII text as bytes, each delimiter mapped to "<" and
+# each whitespace character to " " (one table lookup per byte), holds "< " or " <" exactly when
+# some whitespace touches a delimiter.
+_DELIM_SPACE_TABLE = bytes(
+    ord("<") if chr(b) in "<>/" else ord(" ") if chr(b).isspace() else ord("x") for b in range(256)
+)
+
+
+def _may_have_spaced_delimiters(text: str) -> bool:
+    if not text.isascii():
+        return True
+    marks = text.encode("ascii").translate(_DELIM_SPACE_TABLE)
+    return b"< " in marks or b" <" in marks
 
 
 class MapParseError(ValueError):
@@ -209,6 +228,8 @@ def parse_map(text: str) -> CogMap:
     """
     if not isinstance(text, str):
         raise MapParseError(f"map text must be a string, got {type(text).__name__}")
+    if len(text) > MAX_COMPLETION_CHARS:
+        raise MapParseError(f"map text longer than {MAX_COMPLETION_CHARS} characters")
     s = text.strip()
     m = _MAP_TAGS_RE.match(s)
     if m:
@@ -346,9 +367,37 @@ def _bbox(raw: object, at: str) -> Box:
 # ---------------------------------------------------------------------------------------------
 # Whole responses
 
-_MAP_RE = re.compile(r"<\s*map\s*>(.*?)<\s*/\s*map\s*>", re.DOTALL)
-_THINK_RE = re.compile(r"<\s*think\s*>(.*?)<\s*/\s*think\s*>", re.DOTALL)
-_ANSWER_RE = re.compile(r"<\s*answer\s*>(.*?)<\s*/\s*answer\s*>", re.DOTALL)
+_OPEN_RE = {t: re.compile(rf"<\s*{t}\s*>") for t in ("map", "think", "answer")}
+_CLOSE_RE = {t: re.compile(rf"<\s*/\s*{t}\s*>") for t in ("map", "think", "answer")}
+
+
+def tag_contents(text: str, tag: str) -> Iterator[str]:
+    """The contents of every ``<tag>...</tag>`` (tags may hold spaces: ``< / tag >``), exactly what
+    ``re.findall(r"<\\s*tag\\s*>(.*?)<\\s*/\\s*tag\\s*>", text, re.DOTALL)`` returns, in one
+    linear pass. (The regex rescans to the end of the text from every unclosed opening tag,
+    quadratic on looped output; here an opening tag without a closing one after it ends the
+    scan, since no later opening tag can have one either.)"""
+    opening, closing = _OPEN_RE[tag], _CLOSE_RE[tag]
+    pos = 0
+    while (o := opening.search(text, pos)) is not None:
+        c = closing.search(text, o.end())
+        if c is None:
+            return
+        yield text[o.end() : c.start()]
+        pos = c.end()
+
+
+def first_tag(text: str, tag: str) -> str | None:
+    """The content of the first ``<tag>...</tag>``, or None."""
+    return next(tag_contents(text, tag), None)
+
+
+def last_tag(text: str, tag: str) -> str | None:
+    """The content of the last ``<tag>...</tag>``, or None."""
+    found = None
+    for found in tag_contents(text, tag):  # noqa: B007 - the last one is wanted
+        pass
+    return found
 
 
 def normalize_tags(text: str) -> str:
@@ -357,6 +406,8 @@ def normalize_tags(text: str) -> str:
     Same result as ``re.sub(r"\\s*(<|>|/)\\s*", r"\\1", text)`` (str.strip and the regex's \\s
     agree on every code point), several times faster: split at the delimiters, strip the pieces.
     """
+    if not _may_have_spaced_delimiters(text):  # nothing to delete: most completions
+        return text
     parts = _DELIM_SPLIT_RE.split(text)
     last = len(parts) - 1
     if last == 0:
@@ -368,9 +419,29 @@ def normalize_tags(text: str) -> str:
     return "".join(parts)
 
 
+def format_match(normalised: str) -> bool:
+    """``FORMAT_RE.fullmatch(normalised)`` in linear time, for text that :func:`normalize_tags`
+    made (no whitespace touches a '<' or '>', so each ``\\s*`` of the rule matches nothing).
+
+    The text must open with <map> and end with </answer>; the earliest ``</map><think>`` and,
+    after it, the earliest ``</think><answer>`` leave the most room for what follows, so a
+    decomposition exists exactly when they do and the second ends before the closing </answer>.
+    (The regex's three lazy groups under fullmatch backtrack: seconds on 10 KB of looped tags.)
+    """
+    if not (normalised.startswith("<map>") and normalised.endswith("</answer>")):
+        return False
+    first = normalised.find("</map><think>", 5)
+    if first < 0:
+        return False
+    second = normalised.find("</think><answer>", first + 13)
+    return second >= 0 and second + 16 <= len(normalised) - 9
+
+
 def format_ok(text: str) -> bool:
     """The paper's format rule: the normalised, stripped response is exactly map, think, answer."""
-    return FORMAT_RE.fullmatch(normalize_tags(text).strip()) is not None
+    if not isinstance(text, str) or len(text) > MAX_COMPLETION_CHARS:
+        return False
+    return format_match(normalize_tags(text).strip())
 
 
 @dataclass(frozen=True)
@@ -390,21 +461,22 @@ def parse_response(text: str) -> Response:
     """Split a completion into map, think and answer; never raises."""
     if not isinstance(text, str):
         return Response(None, None, "completion is not a string", None, None, False)
-    m = _MAP_RE.search(text)
-    map_text = m.group(1) if m else None
+    if len(text) > MAX_COMPLETION_CHARS:
+        error = f"completion longer than {MAX_COMPLETION_CHARS} characters: not parsed"
+        return Response(None, None, error, None, None, False)
+    map_text = first_tag(text, "map")
     cogmap, error = None, "no <map> section"
     if map_text is not None:
         try:
             cogmap, error = parse_map(map_text), None
         except MapParseError as err:
             error = str(err)
-    t = _THINK_RE.search(text)
-    answers = _ANSWER_RE.findall(text)
+    think, answer = first_tag(text, "think"), last_tag(text, "answer")
     return Response(
         map_text=map_text,
         cogmap=cogmap,
         map_error=error,
-        think=t.group(1).strip() if t else None,
-        answer=answers[-1].strip() if answers else None,
+        think=think.strip() if think is not None else None,
+        answer=answer.strip() if answer is not None else None,
         format_ok=format_ok(text),
     )

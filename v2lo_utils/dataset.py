@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 from .cogmap import CogMap
+from .errors import DataError
+from .loaders import read_jsonl_rows
 from .questions import (
     QVS_FRAME_SHARES,
     QVS_TASK_SHARES,
@@ -38,7 +39,9 @@ from .questions import (
     relevant_map,
 )
 from .renderer import Renderer
+from .schema import check_dataset_row
 from .simulator import Scene, make_scene, sample_indices
+from .workers import parent_bound_pool
 
 DATA_VERSION = 3  # bump when rows or targets change: a build never mixes versions
 FRAME_COUNTS = (1, 4, 8, 12, 16)
@@ -86,17 +89,9 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file; a bad line raises ValueError naming the file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {i}: not valid JSON ({err.msg})") from err
-    return rows
+    """Rows of a JSON-lines file; a line that is not UTF-8 or not JSON raises DataError naming
+    the file and line (:func:`~v2lo_utils.loaders.read_jsonl_rows`)."""
+    return read_jsonl_rows(Path(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,28 +261,73 @@ def _run_units(
             fn(u)
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with parent_bound_pool(workers) as pool:
             for _ in pool.map(fn, [u for u, _ in todo]):
                 bar.update()
     bar.close()
 
 
-def _claim(root: Path, kind: str) -> None:
-    """Mark ``root`` as a build of this kind and data version; refuse to resume another's."""
+# settings that do not change a unit's rows or frames, per build kind: training units depend on
+# their index, not on how many scenes the build has (a resume may add scenes); the QVS-Bench-Sim
+# plan depends on the question count and seed, not on the training-set settings
+_NOT_STAMPED = {
+    "training": {"workers", "scenes", "questions", "qvs_group"},
+    "qvs_bench": {"workers", "scenes", "clips_per_scene", "frame_counts", "tasks", "val_fraction"},
+}
+
+
+def _stamp_settings(kind: str, cfg: BuildConfig) -> dict:
+    """The settings of ``cfg`` that change the rows or frames of a ``kind`` build, as JSON values."""
+    skip = _NOT_STAMPED.get(kind, {"workers"})
+    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in skip}))
+
+
+def _claim(root: Path, kind: str, cfg: BuildConfig) -> None:
+    """Mark ``root`` as a build of this kind, data version and settings; refuse to resume a build
+    that differs in any of them (its finished units would be mixed with new ones)."""
     stamp = root / "build.json"
+    settings = _stamp_settings(kind, cfg)
     if stamp.exists():
-        found = json.loads(stamp.read_text())
-        if found != {"kind": kind, "data_version": DATA_VERSION}:
-            raise ValueError(
+        try:
+            found = json.loads(stamp.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{stamp}: not valid JSON ({err.msg}); use another folder or delete it"
+            ) from err
+        if not isinstance(found, dict):
+            raise DataError(f"{stamp}: not a build stamp; use another folder or delete it")
+        if (found.get("kind"), found.get("data_version")) != (kind, DATA_VERSION):
+            raise DataError(
                 f"{root}: holds a {found.get('kind')} build of data version {found.get('data_version')}; "
                 f"this is a {kind} build of version {DATA_VERSION}: use another folder or delete it"
             )
+        old = found.get("settings")
+        if not isinstance(old, dict):
+            raise DataError(
+                f"{root}: holds a {kind} build that does not record its settings (image size, "
+                "seed, ...), so it cannot be resumed safely: use another folder or delete it"
+            )
+
+        def show(doc: dict, key: str) -> str:
+            return json.dumps(doc[key]) if key in doc else "(unset)"
+
+        differ = [
+            f"{k} {show(old, k)} -> {show(settings, k)}"
+            for k in sorted(set(old) | set(settings))
+            if k not in old or k not in settings or old[k] != settings[k]
+        ]
+        if differ:
+            raise DataError(
+                f"{root}: holds a {kind} build made with other settings ({'; '.join(differ)}); "
+                "resuming would mix both: use the same settings, another folder, or delete it"
+            )
     elif (root / "shards").exists():
-        raise ValueError(
+        raise DataError(
             f"{root}: holds shards of an older data version: use another folder or delete it"
         )
     else:
-        _atomic_write(stamp, json.dumps({"kind": kind, "data_version": DATA_VERSION}))
+        doc = {"kind": kind, "data_version": DATA_VERSION, "settings": settings}
+        _atomic_write(stamp, json.dumps(doc))
 
 
 def _write_manifest(root: Path, kind: str, cfg: BuildConfig, counts: dict) -> None:
@@ -304,7 +344,7 @@ def _write_manifest(root: Path, kind: str, cfg: BuildConfig, counts: dict) -> No
 def build_training_set(out: str | Path, cfg: BuildConfig) -> dict:
     """Build (or resume) a training set of ``cfg.scenes`` scenes; returns row counts per split."""
     root = Path(out)
-    _claim(root, "training")
+    _claim(root, "training", cfg)
     names = [f"train{cfg.seed}-s{i:05d}" for i in range(cfg.scenes)]
     units = [(cfg, str(root), n, i) for i, n in enumerate(names)]
     _run_units(_train_unit, units, names, root, cfg.workers, "scenes")
@@ -321,7 +361,7 @@ def build_training_set(out: str | Path, cfg: BuildConfig) -> dict:
 def build_qvs_bench(out: str | Path, cfg: BuildConfig) -> int:
     """Build (or resume) QVS-Bench-Sim with ``cfg.questions`` questions on held-out scenes."""
     root = Path(out)
-    _claim(root, "qvs_bench")
+    _claim(root, "qvs_bench", cfg)
     plan = qvs_plan(cfg.questions, cfg.seed)
     slots = [(i, t, k) for i, (t, k) in enumerate(plan)]
     groups = [slots[i : i + cfg.qvs_group] for i in range(0, len(slots), cfg.qvs_group)]
@@ -346,12 +386,19 @@ class Dataset:
     def load(cls, root: str | Path) -> Dataset:
         root = Path(root)
         if not (root / "manifest.json").exists():
-            raise FileNotFoundError(f"{root}: no manifest.json; build the dataset first")
-        ds = cls(root, json.loads((root / "manifest.json").read_text()))
+            raise DataError(f"{root}: no manifest.json; build the dataset first")
+        try:
+            manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"{root / 'manifest.json'}: not valid JSON ({err})") from err
+        ds = cls(root, manifest)
         for split in ("train", "val", "qvs_bench"):
             path = root / f"{split}.jsonl"
             if path.exists():
-                ds.rows["qvs" if split == "qvs_bench" else split] = read_jsonl(path)
+                rows = read_jsonl(path)
+                for i, row in enumerate(rows, start=1):
+                    check_dataset_row(row, path, i)
+                ds.rows["qvs" if split == "qvs_bench" else split] = rows
         return ds
 
     def scene(self, scene_id: str) -> tuple[Scene, dict]:

@@ -10,8 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .benchmark import map_by_group, score_benchmark, score_row, swap_frames
-from .predictions import append_records, open_for_resume, read_predictions
+from .benchmark import map_by_group, score_benchmark, score_row_safely, swap_frames
+from .errors import PredictionsError
+from .predictions import (
+    append_records,
+    claim,
+    mismatched_rows,
+    open_for_resume,
+    read_predictions,
+    row_fingerprint,
+)
 
 
 def evaluate_benchmark(
@@ -25,17 +33,29 @@ def evaluate_benchmark(
     n_boot: int = 1000,
     progress: bool = True,
     generate=None,
+    settings: dict | None = None,
+    force: bool = False,
 ) -> dict:
     """Generate for the rows ``out_file`` lacks, append them, and score the whole file.
 
     ``generate``: rows -> completions, instead of transformers generation with ``model`` and
-    ``processor`` (the vLLM engine of ``v2lo eval --engine vllm``)."""
+    ``processor`` (the vLLM engine of ``v2lo eval --engine vllm``). ``settings`` (model, engine,
+    max_new_tokens, image size, ...) are stored beside the file; resuming a file made with other
+    settings, or whose records answer other rows with the same ids, raises PredictionsError
+    saying what differs, unless ``force`` (then those rows are answered again)."""
     from tqdm.auto import tqdm
 
     from .generation import generate_completions
 
     done = open_for_resume(out_file)
-    todo = [r for r in rows if str(r["id"]) not in done]
+    claim(out_file, {"max_new_tokens": max_new_tokens, **(settings or {})}, bool(done), force)
+    stale = set(mismatched_rows(rows, read_predictions(out_file).records))
+    if stale and not force:
+        raise PredictionsError(
+            f"{out_file}: {len(stale)} predictions answer other benchmark rows with the same ids "
+            f"(first: id {sorted(stale)[0]!r}); use another file, or force"
+        )
+    todo = [r for r in rows if str(r["id"]) not in done or str(r["id"]) in stale]
     bar = tqdm(
         total=len(rows),
         initial=len(rows) - len(todo),
@@ -61,17 +81,37 @@ def evaluate_benchmark(
 
 
 def prediction_record(row: dict, completion: str) -> dict:
-    rec = score_row(row, completion)
+    """The line written for one generated completion: id, completion, the row's fingerprint and
+    its scores (a row that cannot be scored is recorded with ``scoring_error``, never retried)."""
+    rec = score_row_safely(row, completion)
     return {
         "id": row["id"],
         "completion": completion,
+        "row_sha": row_fingerprint(row),
         **{k: v for k, v in rec.items() if k != "id"},
     }
 
 
-def score_file(rows: Sequence[dict], path: str | Path, n_boot: int = 1000) -> dict:
-    """Score a predictions file against benchmark rows, counting what the reader met."""
+def score_file(
+    rows: Sequence[dict], path: str | Path, n_boot: int = 1000, force: bool = False
+) -> dict:
+    """Score a predictions file against benchmark rows, counting what the reader met.
+
+    Raises PredictionsError when no record matches a benchmark id, or (unless ``force``) when
+    records made by this project answer other rows with the same ids."""
     report = read_predictions(path)
+    known = {str(r["id"]) for r in rows}
+    if not known & set(report.records):
+        raise PredictionsError(
+            f"{path}: no prediction matches a benchmark id ({len(report.records)} records, "
+            f"{len(report.bad_lines)} unreadable lines, {len(rows)} benchmark rows)"
+        )
+    stale = mismatched_rows(rows, report.records)
+    if stale and not force:
+        raise PredictionsError(
+            f"{path}: {len(stale)} predictions were made for other benchmark rows with the same "
+            f"ids (first: id {stale[0]!r}): another build or seed? force to score anyway"
+        )
     extra = {"bad_lines": len(report.bad_lines), "duplicates": report.duplicates}
     return score_benchmark(rows, report.records, n_boot, extra)
 
@@ -99,14 +139,27 @@ def evaluate_models(
     summary's ``controls.swapped`` holds their map metrics per frame-count group."""
     import gc
 
-    from .models import load_model
+    from .models import load_model, model_fingerprint
 
     summaries = {}
     for label, source in models.items():
         loaded = load_model(source, backend)
         out_file = Path(out_dir) / f"{slug(label)}.jsonl"
+        settings = {
+            "model": str(source),
+            "weights": model_fingerprint(loaded.path),
+            "backend": loaded.backend,
+        }
         summaries[label] = evaluate_benchmark(
-            loaded.model, loaded.processor, rows, root, out_file, max_new_tokens, batch_size, n_boot
+            loaded.model,
+            loaded.processor,
+            rows,
+            root,
+            out_file,
+            max_new_tokens,
+            batch_size,
+            n_boot,
+            settings=settings,
         )
         if swap:  # frame counts whose rows come from too few scenes are left out
             other = swap_frames(rows, strict=False)
@@ -121,6 +174,7 @@ def evaluate_models(
                     max_new_tokens,
                     batch_size,
                     n_boot=1,
+                    settings=settings,
                 )["records"]
                 if other
                 else []

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .cogmap import CogMap
 from .questions import Question, make_grid_target
+from .schema import check_dataset_row
 
 FORMATS = ("ms-swift", "easyr1", "trl-sft", "trl-grpo")
 
@@ -94,16 +95,34 @@ CONVERTERS: dict[str, Callable[[dict, list[str], str], dict]] = {
 }
 
 
+# The dataset fields each format reads (a grid export also reads the map and its extent).
+FIELDS: dict[str, tuple[str, ...]] = {
+    "ms-swift": ("prompt", "frames", "target"),
+    "easyr1": ("prompt", "frames", "answer", "task"),
+    "trl-sft": ("prompt", "frames", "target"),
+    "trl-grpo": ("id", "prompt", "frames", "answer", "task", "map", "params"),
+}
+GRID_FIELDS = ("task", "question", "answer", "params", "map", "map_extent")
+
+
 def export_rows(
     rows: Iterable[dict],
     fmt: str,
     root: str | Path,
     grid: int | None = None,
     relative_to: str | Path | None = None,
+    source: str | Path = "dataset rows",
 ) -> list[dict]:
-    """Convert dataset rows (frames relative to ``root``) to format ``fmt``."""
+    """Convert dataset rows (frames relative to ``root``) to format ``fmt``. Every row is checked
+    first (:func:`~v2lo_utils.schema.check_dataset_row`: the fields the format reads, frames a
+    list of paths inside ``root``): a bad row raises DataError naming ``source``, row and field,
+    before anything is written."""
     if fmt not in CONVERTERS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    rows = list(rows)
+    fields = tuple(dict.fromkeys(FIELDS[fmt] + (GRID_FIELDS if grid else ())))
+    for i, r in enumerate(rows, start=1):
+        check_dataset_row(r, source, i, fields)
     root_p = Path(root)
     rel = Path(relative_to).resolve() if relative_to is not None else None
     convert = CONVERTERS[fmt]

@@ -10,37 +10,61 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import DataError
 from .questions import MC, NUMERICAL, TASKS
+from .schema import check_benchmark_row, frame_path_problem
+
+__all__ = ["DataError", "check_frames", "load_benchmark", "read_jsonl_rows"]
 
 
-class DataError(ValueError):
-    """A dataset or benchmark file that does not hold what it must; the message says where."""
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq  # datasets depends on pyarrow
-
-        return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a list of rows")
-        return data
+def read_jsonl_rows(path: Path) -> list:
+    """The JSON values of a JSON-lines file, one per non-blank line. Lines end at "\\n" only (a raw
+    U+2028 inside a string is valid JSON, not a line break); a line that is not UTF-8 or not
+    JSON raises DataError naming the file and line."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from err
     rows = []
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{path}: line {i}: not UTF-8 (byte {err.start + 1} of the line)"
+            ) from err
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}: line {i}: not valid JSON ({err.msg})") from err
     return rows
+
+
+def _read_rows(path: Path) -> list:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a benchmark file")
+    if path.suffix == ".parquet":
+        import pyarrow as pa  # datasets depends on pyarrow
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"{path}: not a readable parquet file ({err})") from err
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not UTF-8 (byte {err.start + 1})") from err
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a list of rows")
+        return data
+    return read_jsonl_rows(path)
 
 
 def _field(path: Path, i: int, row: dict, name: str, kind: type | tuple = str) -> object:
@@ -59,9 +83,9 @@ def _qvs_row(path: Path, i: int, row: dict) -> dict:
     if task not in TASKS:
         raise DataError(f"{path}: row {i}: field 'task': unknown task {task!r}")
     frames = row.get("frames", [])
-    if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
+    if not isinstance(frames, list):
         raise DataError(f"{path}: row {i}: field 'frames' must be a list of paths")
-    return {
+    out = {
         **row,
         "id": str(_field(path, i, row, "id", (str, int))),
         "task": task,
@@ -72,13 +96,15 @@ def _qvs_row(path: Path, i: int, row: dict) -> dict:
         "num_frames": row.get("num_frames", len(frames) or None),
         "frames": frames,
     }
+    check_benchmark_row(out, path, i)
+    return out
 
 
 def _vsi_row(path: Path, i: int, row: dict) -> dict:
     options = row.get("options") or []
     if not isinstance(options, list):
         raise DataError(f"{path}: row {i}: field 'options' must be a list")
-    return {
+    out = {
         "id": str(row.get("id", i - 1)),
         "task": _field(path, i, row, "question_type"),
         "kind": MC if options else NUMERICAL,
@@ -90,6 +116,8 @@ def _vsi_row(path: Path, i: int, row: dict) -> dict:
         "scene_name": row.get("scene_name"),
         "source": row.get("dataset", "vsi-bench"),
     }
+    check_benchmark_row(out, path, i, names={"answer": "ground_truth"})
+    return out
 
 
 def load_benchmark(path: str | Path) -> list[dict]:
@@ -99,6 +127,8 @@ def load_benchmark(path: str | Path) -> list[dict]:
     if p.is_dir():
         p = p / "qvs_bench.jsonl"
     rows = _read_rows(p)
+    if not rows:
+        raise DataError(f"{p}: holds no rows")
     out = []
     for i, row in enumerate(rows, start=1):
         if isinstance(row, dict) and "question_type" in row and "task" not in row:
@@ -118,6 +148,9 @@ def check_frames(rows: list[dict], root: str | Path, source: str | Path) -> None
     root_p = Path(root)
     for i, row in enumerate(rows, start=1):
         for j, f in enumerate(row.get("frames", [])):
+            problem = frame_path_problem(f)
+            if problem:
+                raise DataError(f"{source}: row {i}: field 'frames[{j}]': {problem}")
             if not (root_p / f).is_file():
                 raise DataError(
                     f"{source}: row {i}: field 'frames[{j}]': missing file {root_p / f}"

@@ -23,6 +23,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .errors import ModelFolderError
+
 PRESET_FILE = "v2lo_preset.json"
 PERCEPTION_FILE = "perception.json"  # a preset's perception stages: their held-out metrics
 SPECIAL_TOKENS = (
@@ -53,10 +55,6 @@ def vision_token_ids(tokenizer) -> list[int]:
     model would then expect image features for them)."""
     ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
     return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
-
-
-class ModelFolderError(FileNotFoundError):
-    """A model folder that is missing or lacks what a Qwen2.5-VL checkpoint needs."""
 
 
 @dataclass(frozen=True)
@@ -356,7 +354,42 @@ def check_model_folder(path: str | Path) -> Path:
         raise ModelFolderError(f"{p}: missing weights (*.safetensors)")
     if not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
         raise ModelFolderError(f"{p}: missing tokenizer (tokenizer.json)")
+    check_weights(p)
     return p
+
+
+def check_weights(folder: str | Path) -> None:
+    """Read the header of every ``*.safetensors`` file in ``folder`` (safetensors checks that it
+    covers the whole file: a download cut short fails here); raise ModelFolderError naming the
+    file when one is unreadable (safetensors' own error names no path)."""
+    from safetensors import safe_open
+
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="numpy") as fh:
+                fh.keys()
+        except Exception as err:  # SafetensorError, OSError, ValueError: all mean "corrupt"
+            raise ModelFolderError(f"{f}: not a readable safetensors file ({err})") from err
+
+
+def model_fingerprint(folder: str | Path) -> str:
+    """16 hex digits that change when the weights change: SHA-256 over config.json and, per
+    ``*.safetensors`` file, its name, size and first and last MiB (cheap at 7B, and different
+    for any two trained checkpoints)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    p = Path(folder)
+    for f in [p / "config.json", *sorted(p.glob("*.safetensors")), p / "adapter_model.safetensors"]:
+        if not f.is_file():
+            continue
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
 
 
 def perception_metrics(folder: str | Path) -> dict | None:
@@ -472,11 +505,15 @@ def load_model(
         return Loaded(model, load_processor(path), path, chosen, "cuda")
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        path, dtype=settings["dtype"], attn_implementation=settings["attn_implementation"]
-    )
+    try:
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            path, dtype=settings["dtype"], attn_implementation=settings["attn_implementation"]
+        )
+        processor = load_processor(path)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelFolderError(f"{path}: cannot be loaded ({type(err).__name__}: {err})") from err
     model.to(settings["device"])
-    return Loaded(model, load_processor(path), path, chosen, settings["device"])
+    return Loaded(model, processor, path, chosen, settings["device"])
 
 
 def count_parameters(model) -> dict:

@@ -1,9 +1,12 @@
 """RL rewards: the paper's EasyR1 reward, and the same scores as TRL reward functions.
 
-``compute_score`` equals the paper's recipe (spec section 3) on every input:
-normalise tags, format = full match of map/think/answer, accuracy from the FIRST answer
-(relative-error thresholds 0.50 ... 0.05 when both sides are numbers, else case-insensitive
-equality), overall = (1 - format_weight) * accuracy + format_weight * format.
+``compute_score`` equals the paper's recipe (spec section 3) on every string response of up to
+``MAX_COMPLETION_CHARS`` characters, in time linear in its length: normalise tags, format = full
+match of map/think/answer, accuracy from the FIRST answer (relative-error thresholds 0.50 ... 0.05
+when both sides are numbers, else case-insensitive equality), overall = (1 - format_weight) *
+accuracy + format_weight * format. A response that is not a string, or is longer than the cap,
+scores 0; a ground truth of None is an error (the paper's code would give the answer "None" full
+marks).
 
 TRL reward functions take ``completions`` (strings, or message lists) and dataset columns as
 keyword arguments, and return one float per completion.
@@ -12,14 +15,16 @@ keyword arguments, and return one float per completion.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Sequence
 
-from .cogmap import FORMAT_RE, CogMap, normalize_tags, parse_response
+from .cogmap import MAX_COMPLETION_CHARS, CogMap, format_match, normalize_tags, parse_response
 from .scoring import match_maps
 
 # np.linspace(0.50, 0.05, 10), computed the same way (i * step + start, exact end point).
 _STEP = (0.05 - 0.50) / 9
 REWARD_THRESHOLDS = (*(i * _STEP + 0.50 for i in range(9)), 0.05)
+_SORTED_THRESHOLDS = sorted(REWARD_THRESHOLDS)
 FORMAT_WEIGHT = 0.1
 
 
@@ -41,17 +46,20 @@ def _accuracy(answer: str | None, ground_truth: object) -> float:
     except (ValueError, TypeError):
         return 1.0 if answer.lower() == str(ground_truth).lower() else 0.0
     err = abs(pred - gt) if gt == 0 else abs(pred - gt) / abs(gt)
-    passed = 0
-    for t in REWARD_THRESHOLDS:
-        if err <= t:
-            passed += 1
-    return passed / 10
+    if err != err:  # nan: no threshold passes
+        return 0.0
+    # the thresholds err is <= to: all but those below it (no arithmetic: exact)
+    return (10 - bisect_left(_SORTED_THRESHOLDS, err)) / 10
 
 
 def paper_score(response: str, ground_truth: object, format_weight: float = FORMAT_WEIGHT) -> dict:
     """The paper's reward for one response: {"overall", "format", "accuracy"}."""
+    if ground_truth is None:
+        raise ValueError("ground_truth is None: the row has no answer to reward against")
+    if not isinstance(response, str) or len(response) > MAX_COMPLETION_CHARS:
+        return {"overall": 0.0, "format": 0.0, "accuracy": 0.0}
     normalised = normalize_tags(response)
-    fmt = 1.0 if FORMAT_RE.fullmatch(normalised.strip()) else 0.0
+    fmt = 1.0 if format_match(normalised.strip()) else 0.0
     acc = _accuracy(_first_answer(normalised), ground_truth)
     return {
         "overall": (1 - format_weight) * acc + format_weight * fmt,
@@ -66,7 +74,17 @@ def compute_score(reward_inputs: list[dict], format_weight: float = FORMAT_WEIGH
         raise ValueError(
             "compute_score takes a list of {'response', 'ground_truth'} (reward_type=batch)"
         )
-    return [paper_score(r["response"], r["ground_truth"], format_weight) for r in reward_inputs]
+    out = []
+    for i, r in enumerate(reward_inputs):
+        if not isinstance(r, dict) or "response" not in r or "ground_truth" not in r:
+            raise ValueError(
+                f"reward_inputs[{i}]: expected a dict with 'response' and 'ground_truth'"
+            )
+        try:
+            out.append(paper_score(r["response"], r["ground_truth"], format_weight))
+        except ValueError as err:
+            raise ValueError(f"reward_inputs[{i}]: {err}") from err
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,8 +96,10 @@ def completion_text(completion: object) -> str:
     or a list of {"type": "text", "text": ...} parts (the assistant turns are joined)."""
     if isinstance(completion, str):
         return completion
+    if not isinstance(completion, (list, tuple)):
+        return ""  # scores 0: not a completion
     parts: list[str] = []
-    for msg in completion or []:  # type: ignore[union-attr]
+    for msg in completion:
         content = msg.get("content", "") if isinstance(msg, dict) else msg
         if isinstance(content, str):
             parts.append(content)
@@ -96,7 +116,7 @@ def format_reward(completions: Sequence, **kwargs) -> list[float]:
 def accuracy_reward(completions: Sequence, answer: Sequence, **kwargs) -> list[float]:
     """The paper's answer accuracy against the dataset's ``answer`` column."""
     return [
-        _accuracy(_first_answer(normalize_tags(completion_text(c))), gt)
+        paper_score(completion_text(c), gt)["accuracy"]
         for c, gt in zip(completions, answer, strict=True)
     ]
 

@@ -11,6 +11,8 @@ run and names the notebook, the cell and the error.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import json
 import re
 import time
@@ -19,13 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .errors import ParameterError, V2loError
 from .profiles import load_profiles, notebook_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_RE = re.compile(r"^(\d\d)_\w+\.ipynb$")
 
 
-class RunError(RuntimeError):
+class RunError(V2loError, RuntimeError):
     """A notebook failed; the message names the notebook, the cell and the error."""
 
 
@@ -103,6 +106,79 @@ def parse_overrides(items: Sequence[str]) -> dict:
     return out
 
 
+# the runner sets these itself; a user's value is accepted (and replaced)
+RUNNER_PARAMETERS = frozenset({"run_dir"})
+
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a bool (true or false)"),
+    (int, "an int"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (tuple, "a list"),
+    (dict, "a table (JSON object)"),
+)
+
+
+def _default_value(source: object) -> object:
+    """A notebook parameter's default (papermill gives its source text), or None when it cannot
+    be read as a literal."""
+    if not isinstance(source, str):
+        return None
+    try:
+        return ast.literal_eval(source.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+
+
+def _fits(value: object, default: object) -> tuple[bool, str]:
+    """Whether ``value`` has the type of ``default`` (an int counts as a float; a bool is no int);
+    with the expected type's name. Defaults of another kind (or None) accept anything."""
+    for kind, name in _KINDS:
+        if isinstance(default, kind):
+            if kind is bool:
+                return isinstance(value, bool), name
+            if isinstance(value, bool):
+                return False, name
+            if kind is float:
+                return isinstance(value, int | float), name
+            if kind in (list, tuple):
+                return isinstance(value, list | tuple), name
+            return isinstance(value, kind), name
+    return True, ""
+
+
+def check_overrides(overrides: dict, declared: dict[str, dict]) -> None:
+    """Refuse a user parameter that no notebook of the run declares, or whose value does not have
+    the type of a declaring notebook's default. ``declared``: notebook file name -> papermill's
+    ``inspect_notebook`` answer. Raises ParameterError naming the parameter and the notebooks."""
+    names = sorted({p for params in declared.values() for p in params})
+    for key, value in overrides.items():
+        if key in RUNNER_PARAMETERS:
+            continue
+        owners = [nb for nb, params in declared.items() if key in params]
+        if not owners:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ParameterError(
+                f"parameter {key!r}: no notebook of this run declares it "
+                f"({', '.join(declared)}){hint}"
+            )
+        for nb in owners:
+            source = declared[nb][key].get("default")
+            ok, expected = _fits(value, _default_value(source))
+            if not ok:
+                hint = ""
+                if isinstance(value, str) and expected.startswith("a bool"):
+                    hint = "; write true or false"
+                elif expected == "a string" and isinstance(value, int | float):
+                    hint = f"; to pass text that reads as JSON, quote it: -p '{key}=\"{value}\"'"
+                raise ParameterError(
+                    f"parameter {key!r} = {value!r} ({type(value).__name__}): {nb} expects "
+                    f"{expected} (its default is {source}){hint}"
+                )
+
+
 def _failure(nb: Path, err: Exception, label: str | None = None) -> RunError:
     """The notebook, the failing cell (its position in the source notebook, 1-based, and its
     first line) and the error."""
@@ -145,6 +221,8 @@ def run_profile(
     steps = pipeline_steps(nb_dir, profiles[profile], only, pipeline)
     if not steps:
         raise RunError(f"no numbered notebooks in {nb_dir}")
+    declared = {p: pm.inspect_notebook(str(p)) for p in dict.fromkeys(s.path for s in steps)}
+    check_overrides(overrides or {}, {p.name: d for p, d in declared.items()})
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = (root / runs_dir / (run_id or f"{stamp}-{profile}")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -152,14 +230,13 @@ def run_profile(
     summary: dict = {"profile": profile, "run_dir": str(run_dir), "notebooks": []}
     for step in steps:
         nb = step.path
-        declared = pm.inspect_notebook(str(nb))
         params = {
             **notebook_parameters(profile, nb.stem, profiles),
             **(profiles[profile].get(step.name, {}) if step.variant else {}),
             **(overrides or {}),
         }
         params["run_dir"] = str(run_dir)
-        params = {k: _fill(v, run_dir) for k, v in params.items() if k in declared}
+        params = {k: _fill(v, run_dir) for k, v in params.items() if k in declared[nb]}
         entry = {"notebook": step.output_name, "parameters": params, "status": "running"}
         summary["notebooks"].append(entry)
         _append(log, f"{_now()} start {step.output_name} {json.dumps(params)}")

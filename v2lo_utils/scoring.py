@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from . import geometry as geo
-from .cogmap import CogMap, name_key
+from .cogmap import MAX_COMPLETION_CHARS, CogMap, last_tag, name_key
 from .questions import MC, TASKS
 
 # VSI-Bench: theta in {0.50, 0.55, ..., 0.95}, correct when rel. error <= 1 - theta.
@@ -19,15 +19,17 @@ from .questions import MC, TASKS
 _STEP = (0.95 - 0.5) / 9
 MRA_THETAS = (*(i * _STEP + 0.5 for i in range(9)), 0.95)
 
-_ANSWER_RE = re.compile(r"<\s*answer\s*>(.*?)<\s*/\s*answer\s*>", re.DOTALL)
 _LETTER_RE = re.compile(r"^[\s(\[*'\"]*([A-Za-z])(?![A-Za-z0-9])")
-_NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_NUMBER_RE = re.compile(r"[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def answer_text(completion: str) -> str | None:
-    """The stripped content of the last <answer> tag, or None."""
-    found = _ANSWER_RE.findall(completion) if isinstance(completion, str) else []
-    return found[-1].strip() if found else None
+    """The stripped content of the last <answer> tag, or None (also for a non-string or a text
+    over the parsing cap); linear time."""
+    if not isinstance(completion, str) or len(completion) > MAX_COMPLETION_CHARS:
+        return None
+    found = last_tag(completion, "answer")
+    return found.strip() if found is not None else None
 
 
 def extract_choice(completion: str) -> str | None:
@@ -37,14 +39,26 @@ def extract_choice(completion: str) -> str | None:
     return m.group(1).upper() if m else None
 
 
-def extract_number(completion: str) -> float | None:
-    """The first finite numeric literal in the last answer, or None."""
-    text = answer_text(completion)
-    m = _NUMBER_RE.search(text) if text is not None else None
-    if not m:
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
         return None
-    value = float(m.group(0))
     return value if math.isfinite(value) else None
+
+
+def extract_number(completion: str) -> float | None:
+    """The number in the last answer, or None: the whole answer read with Python's float() where
+    it reads (as the paper's reward reads it, so '1_2' is 12 in both), else its first finite
+    numeric literal; a unicode minus (U+2212) is a minus sign, never dropped."""
+    text = answer_text(completion)
+    if text is None:
+        return None
+    whole = _finite(text)
+    if whole is not None:
+        return whole
+    m = _NUMBER_RE.search(text)
+    return _finite(m.group(0).replace("\u2212", "-")) if m else None
 
 
 def mra(pred: float, gt: float) -> float:
