@@ -16,13 +16,8 @@ import trl
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from v2lo_utils.models import create_preset, unsloth_load_kwargs
-from v2lo_utils.sft import (
-    LM_LINEAR_REGEX,
-    SFTParams,
-    lora_kwargs,
-    sft_config_kwargs,
-    unsloth_peft_kwargs,
-)
+from v2lo_utils.sft import SFTParams, sft_config_kwargs, unsloth_peft_kwargs
+from v2lo_utils.training import LM_LINEAR_REGEX, lora_kwargs
 
 P = SFTParams(data_dir="d", output_dir="o", mode="lora")
 

@@ -9,14 +9,12 @@ import time
 
 import pytest
 
+from v2lo_utils.baselines import blind_predictions, diagnostics, question_only_predictions
 from v2lo_utils.benchmark import (
     SUMMARY_FIELDS,
-    blind_predictions,
     bootstrap_ci,
-    diagnostics,
     map_controls,
     pearson,
-    question_only_predictions,
     score_benchmark,
     score_row,
     swap_frames,
@@ -24,7 +22,7 @@ from v2lo_utils.benchmark import (
 from v2lo_utils.cli import main
 from v2lo_utils.cogmap import parse_response
 from v2lo_utils.dataset import BuildConfig, build_qvs_bench, read_jsonl
-from v2lo_utils.evaluator import evaluate_benchmark, score_file
+from v2lo_utils.evaluation import evaluate_benchmark, score_file
 from v2lo_utils.models import create_preset, load_model
 from v2lo_utils.predictions import open_for_resume, read_predictions
 from v2lo_utils.questions import solve
@@ -362,3 +360,21 @@ def test_control_verdicts_say_whether_maps_come_from_frames_and_answers_from_map
     blind = {**sees, "map_by_group": {"1-4": group(2.0), "all": group(2.0, cons=0.2)}}
     lines = control_verdicts("m", blind)  # no better than another scene's frames
     assert "maps from the frames? no" in lines[0] and "answers from its maps? no" in lines[1]
+
+
+def test_each_row_is_scored_once_and_the_file_gives_the_same_summary(qvs, tmp_path, monkeypatch):
+    import v2lo_utils.benchmark as bm
+
+    rows = read_jsonl(qvs / "qvs_bench.jsonl")[:12]
+    scored, real = [], bm.score_row
+    monkeypatch.setattr(bm, "score_row", lambda r, c: scored.append(r["id"]) or real(r, c))
+    out = tmp_path / "p.jsonl"
+    summary = evaluate_benchmark(
+        None, None, rows, qvs, out, n_boot=20, progress=False,
+        generate=lambda batch: [r["target"] if i % 2 else "<answer>A</answer>" for i, r in enumerate(batch)],
+    )  # fmt: skip
+    assert sorted(scored) == sorted(r["id"] for r in rows)  # once each, when generated
+    rescored = score_file(rows, out, n_boot=20)  # `v2lo score`: every row scored again
+    assert len(scored) == 2 * len(rows)
+    for key in SUMMARY_FIELDS:
+        assert summary[key] == rescored[key], key

@@ -18,7 +18,7 @@ from v2lo_utils.merge import (
 )
 from v2lo_utils.models import load_model
 from v2lo_utils.rewards import compute_score, map_reward
-from v2lo_utils.sft import last_checkpoint
+from v2lo_utils.training import last_checkpoint
 
 
 def gparams(tiny_workspace, out, **kw):
@@ -97,7 +97,7 @@ def test_grpo_resumes_after_an_interruption(tiny_workspace, tmp_path):
 def test_merge_parity(tiny_workspace, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from v2lo_utils.sft import LM_LINEAR_REGEX
+    from v2lo_utils.training import LM_LINEAR_REGEX
 
     base_dir = tiny_workspace / "models" / "tiny"
     torch.manual_seed(0)

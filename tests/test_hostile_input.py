@@ -27,7 +27,7 @@ from v2lo_utils.cogmap import (
 )
 from v2lo_utils.dataset import BuildConfig, build_qvs_bench, read_jsonl
 from v2lo_utils.errors import DataError, ModelFolderError, PredictionsError, V2loError
-from v2lo_utils.evaluator import evaluate_benchmark
+from v2lo_utils.evaluation import evaluate_benchmark
 from v2lo_utils.exporters import export_rows
 from v2lo_utils.loaders import load_benchmark
 from v2lo_utils.predictions import read_predictions

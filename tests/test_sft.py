@@ -11,7 +11,8 @@ from training_helpers import Interrupted, StopAt
 
 from v2lo_utils.dataset import Dataset
 from v2lo_utils.models import load_model
-from v2lo_utils.sft import FrameLoadingCollator, SFTParams, last_checkpoint, sft_rows, train_sft
+from v2lo_utils.sft import FrameLoadingCollator, SFTParams, sft_rows, train_sft
+from v2lo_utils.training import last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,8 +160,19 @@ def test_two_process_accelerate_run(tiny_workspace, tmp_path):
 def test_sft_config_file_rejects_unknown_settings(tmp_path):
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"data_dir": "d", "output_dir": "o", "learning_rat": 1}))
-    with pytest.raises(ValueError, match=r"unknown SFT setting.*learning_rat"):
+    with pytest.raises(ValueError, match=r"c\.json: unknown setting\(s\) learning_rat"):
         SFTParams.from_file(f)
+
+
+def test_a_misspelled_notebook_parameter_is_no_silent_default():
+    from v2lo_utils.errors import ParameterError
+
+    values = {"data_dir": "d", "learning_rate": 0.5, "eval_rows": 4, "ds": object()}
+    assert SFTParams.from_parameters(values, output_dir="o").learning_rate == 0.5
+    with pytest.raises(ParameterError, match=r"'learning_rat'.*did you mean 'learning_rate'"):
+        SFTParams.from_parameters({**values, "learning_rat": 0.1}, output_dir="o")
+    with pytest.raises(ParameterError, match=r"no field 'outdir'"):
+        SFTParams.from_parameters(values, outdir="o")
 
 
 def test_time_budget_stops_and_saves_and_frozen_vision_stays_put(tiny_workspace, tmp_path):

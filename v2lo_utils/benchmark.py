@@ -1,4 +1,4 @@
-"""QVS-Bench scoring and model-free diagnostics.
+"""QVS-Bench scoring: records, summaries, controls.
 
 :func:`score_benchmark` scores completions made anywhere against benchmark rows: per task x frame
 count, per task, per frame count, overall (micro: every question counts once; macro: every task
@@ -10,9 +10,8 @@ and true object centers (x lateral, y depth), the same rows with another scene's
 (:func:`swap_frames`: a model that reads its frames gets worse there), and consistency, the
 score of the model's answer against what ``solve`` computes from the model's own map.
 
-The diagnostics answer every question from a map with the one ``solve``: the ground-truth map
-(must score 1.0), grid maps (N x N over the room) and maps with Gaussian noise on every box
-coordinate, which measures the metric-vs-grid claim at the level of the representation.
+Baselines and model-free diagnostics are in :mod:`v2lo_utils.baselines`; generation and
+resumable prediction files in :mod:`v2lo_utils.evaluation`.
 """
 
 from __future__ import annotations
@@ -23,21 +22,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from statistics import mean
 
-from .cogmap import CogMap, ObjectBox, format_ok, format_response, parse_response
-from .questions import MC, TASKS, question_names, solve, write_think
+from .cogmap import CogMap, format_ok, parse_response
+from .questions import TASKS, solve
 from .rewards import paper_score
-from .scoring import extract_choice, extract_number, match_maps, mc_accuracy, mra
+from .scoring import answer_score, extract_answer, match_maps
 
 
 def row_kind(row: dict) -> str:
     return row.get("kind") or TASKS[row["task"]].kind
-
-
-def _answer_score(kind: str, got, answer: str) -> float:
-    """The benchmark's score of an extracted answer (letter or number) against ``answer``."""
-    if kind == MC:
-        return mc_accuracy(got, answer)
-    return 0.0 if got is None else mra(got, float(answer))
 
 
 def score_row(row: dict, completion: str) -> dict:
@@ -48,8 +40,8 @@ def score_row(row: dict, completion: str) -> dict:
     the answer scored against the answer ``solve`` computes from the parsed map (None when no map
     parses or it lacks an object the question names)."""
     kind = row_kind(row)
-    got = extract_choice(completion) if kind == MC else extract_number(completion)
-    score = _answer_score(kind, got, row["answer"])
+    got = extract_answer(kind, completion)
+    score = answer_score(kind, got, row["answer"])
     rec = {
         "id": row["id"],
         "task": row["task"],
@@ -73,7 +65,7 @@ def score_row(row: dict, completion: str) -> dict:
                 [*pred.objects[i].center, *truth.objects[j].center] for i, j in match.pairs
             ]
             own = solve(row["task"], row["params"], pred) if "params" in row else None
-            rec["consistency"] = None if own is None else _answer_score(kind, got, own)
+            rec["consistency"] = None if own is None else answer_score(kind, got, own)
         else:
             rec.update(map_recall=0.0, map_center_error_m=None, map_quality=0.0)
     return rec
@@ -174,8 +166,34 @@ def _by_frames(records: Sequence[dict]) -> list[tuple[str, list[dict]]]:
     return sorted(groups.items(), key=lambda kv: (0, int(kv[0])) if kv[0].isdigit() else (1, 0))
 
 
+def headline(records: Sequence[dict]) -> dict:
+    """The headline metrics of scored records (:data:`HEADLINE_KEYS` and a few more), each a
+    mean over all records: format compliance, map parse rate, object recall and precision (0 for
+    unparsed maps), center error (m, matched objects) and IoU, answer score, paper reward, the
+    per-axis center correlations and the answers' consistency with the model's own maps."""
+    n = len(records)
+    pooled = map_controls(records)
+    return {
+        "format_rate": sum(r["format_ok"] for r in records) / n if n else 0.0,
+        "map_parse_rate": sum(r.get("map") is not None for r in records) / n if n else 0.0,
+        "object_recall": sum(r.get("map_recall", 0.0) for r in records) / n if n else 0.0,
+        "object_precision": sum(r.get("map_precision", 0.0) for r in records) / n if n else 0.0,
+        "center_error_m": _mean_defined([r.get("map_center_error_m") for r in records]),
+        "map_iou": _mean_defined([r.get("map_iou") for r in records]),
+        "answer_score": sum(r["score"] for r in records) / n if n else 0.0,
+        "mean_reward": sum(r["reward"] for r in records) / n if n else 0.0,
+        "r_x": pooled["r_x"],
+        "r_y": pooled["r_y"],
+        "consistency": pooled["consistency"],
+    }
+
+
+def _mean_defined(values: Sequence[float | None]) -> float | None:
+    return _mean([v for v in values if v is not None])
+
+
 def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0) -> dict:
-    """The QVS-Bench tables of scored records."""
+    """The one summary of scored records: :func:`headline` metrics and the QVS-Bench tables."""
     scores = [r["score"] for r in records]
     tasks = sorted(_group(records, lambda r: r["task"]).items())
     by_task = {t: mean(r["score"] for r in rs) for t, rs in tasks}
@@ -198,6 +216,7 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
     }
     return {
         "n": len(records),
+        **headline(records),
         "overall": mean(scores) if scores else 0.0,
         "overall_macro": mean(by_task.values()) if by_task else 0.0,
         "by_task": by_task,
@@ -206,7 +225,6 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
         "extraction_failure_rate": mean(r["extraction_failed"] for r in records)
         if records
         else 0.0,
-        "format_rate": mean(r["format_ok"] for r in records) if records else 0.0,
         "map_by_frames": map_by_frames,
         "map_answer_correlation": pearson(
             [r["map_quality"] for r in mapped], [r["score"] for r in mapped]
@@ -224,20 +242,25 @@ def score_benchmark(
     predictions: dict[str, dict],
     n_boot: int = 1000,
     extra: dict | None = None,
+    scored: dict[str, dict] | None = None,
 ) -> dict:
     """Score ``predictions`` (id -> record with "completion") against benchmark ``rows``.
 
     Questions without a prediction score 0; predictions for unknown ids are ignored. The summary's
     ``counts`` say how many of each were met (``extra`` adds reader counts such as bad lines).
+    ``scored``: id -> the record :func:`score_row` made of that prediction for this very row
+    earlier, used as it is (each row is scored once).
     """
     known = {str(r["id"]) for r in rows}
     records, missing, empty = [], 0, 0
     for row in rows:
-        pred = predictions.get(str(row["id"]))
+        key = str(row["id"])
+        pred = predictions.get(key)
         completion = pred.get("completion", "") if pred else ""
         missing += pred is None
         empty += pred is not None and not completion.strip()
-        records.append(score_row_safely(row, completion))
+        done = (scored or {}).get(key)
+        records.append(done if done is not None else score_row_safely(row, completion))
     summary = summarize_records(records, n_boot)
     summary["counts"] = {
         "questions": len(rows),
@@ -251,73 +274,6 @@ def score_benchmark(
     }
     summary["records"] = records
     return summary
-
-
-# ---------------------------------------------------------------------------------------------
-# Diagnostics that need no model
-
-
-def oracle_score(row: dict, cogmap: CogMap) -> float:
-    """The score of the answer ``cogmap`` implies for the row's question."""
-    answer = solve(row["task"], row["params"], cogmap)
-    if answer is None:
-        return 0.0
-    if row_kind(row) == MC:
-        return mc_accuracy(answer, row["answer"])
-    return mra(float(answer), float(row["answer"]))
-
-
-def noisy_map(cogmap: CogMap, sigma: float, rng: random.Random) -> CogMap:
-    """Every box coordinate plus N(0, sigma) meters (min/max re-sorted)."""
-    out = []
-    for o in cogmap.objects:
-        x0, y0, x1, y1 = (v + rng.gauss(0.0, sigma) for v in o.bbox)
-        out.append(ObjectBox(o.name, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))))
-    return CogMap(tuple(out))
-
-
-def _by_task(rows: Sequence[dict], scores: Sequence[float]) -> dict:
-    groups: dict = defaultdict(list)
-    for r, s in zip(rows, scores, strict=True):
-        groups[r["task"]].append(s)
-    return {t: mean(v) for t, v in sorted(groups.items())} | {
-        "overall": mean(scores) if scores else 0.0
-    }
-
-
-def diagnostics(
-    rows: Sequence[dict],
-    grid_sizes: Sequence[int] = (10, 20),
-    sigmas: Sequence[float] = (0.05, 0.1, 0.2, 0.4, 0.8),
-    repeats: int = 3,
-    seed: int = 0,
-) -> dict:
-    """Scores per task of answers solved from the ground-truth map, grid maps and noisy maps."""
-    maps = [CogMap.from_json(r["map"]) for r in rows]
-    out = {
-        "ground_truth": _by_task(
-            rows, [oracle_score(r, m) for r, m in zip(rows, maps, strict=True)]
-        )
-    }
-    out["rounded_0.1m"] = _by_task(
-        rows, [oracle_score(r, m.rounded()) for r, m in zip(rows, maps, strict=True)]
-    )
-    for n in grid_sizes:
-        scores = [
-            oracle_score(r, m.to_grid(n, tuple(r["map_extent"])))
-            for r, m in zip(rows, maps, strict=True)
-        ]
-        out[f"grid_{n}"] = _by_task(rows, scores)
-    rng = random.Random(seed)
-    noise = {}
-    for sigma in sigmas:
-        scores = [
-            mean(oracle_score(r, noisy_map(m, sigma, rng)) for _ in range(repeats))
-            for r, m in zip(rows, maps, strict=True)
-        ]
-        noise[str(sigma)] = _by_task(rows, scores)
-    out["noise"] = noise
-    return out
 
 
 def swap_frames(rows: Sequence[dict], seed: int = 0, strict: bool = True) -> list[dict]:
@@ -354,67 +310,6 @@ def swap_frames(rows: Sequence[dict], seed: int = 0, strict: bool = True) -> lis
     return [r for i, r in enumerate(out) if i not in dropped]
 
 
-def _training_boxes(train_rows: Sequence[dict]) -> dict[str, list]:
-    """Category -> every box (m, map frame) the training maps give it."""
-    boxes: dict[str, list] = defaultdict(list)
-    for r in train_rows:
-        for o in r["map"]:
-            boxes[o["object_name"]].append(o["bbox"])
-    return boxes
-
-
-def _mean_box(boxes: Sequence) -> tuple[float, ...]:
-    return tuple(map(mean, zip(*boxes, strict=True)))
-
-
-def blind_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str, dict]:
-    """The blind baseline: one fixed completion per task, seeing neither frames nor question.
-
-    Its map lists the task's usual number of objects, the categories most often named in the
-    task's training maps, each at its mean training box; its answer is the most frequent training
-    answer (multiple choice: the letter) or the mean (numerical).
-    """
-    by_task: dict[str, list[dict]] = defaultdict(list)
-    for r in train_rows:
-        by_task[r["task"]].append(r)
-    fixed = {}
-    for task, trs in by_task.items():
-        answers = [r["answer"] for r in trs]
-        if TASKS[task].kind == MC:
-            answer = max(sorted(set(answers)), key=answers.count)
-        else:
-            answer = f"{mean(float(a) for a in answers):.2f}"
-        sizes = [len(r["map"]) for r in trs]
-        n = max(sorted(set(sizes)), key=sizes.count)
-        boxes = _training_boxes(trs)
-        names = sorted(boxes, key=lambda k: (-len(boxes[k]), k))[:n]
-        cogmap = CogMap(tuple(ObjectBox(k, _mean_box(boxes[k])) for k in names))
-        fixed[task] = format_response(
-            cogmap.rounded(), "A guess from the training set alone.", answer
-        )
-    return {str(r["id"]): {"id": r["id"], "completion": fixed.get(r["task"], "")} for r in rows}
-
-
-def question_only_predictions(train_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str, dict]:
-    """The frame-blind baseline that reads the question: each object the question names at its
-    category's mean training box (m, map frame), and the answer :func:`solve` computes from that
-    map. What a model that copies names from the question but cannot see would write, so a model's
-    map beats it only by using the frames."""
-    means = {k: _mean_box(v) for k, v in _training_boxes(train_rows).items()}
-    everywhere = _mean_box(list(means.values()))
-    out = {}
-    for r in rows:
-        names = list(dict.fromkeys(question_names(r["task"], r["params"])))
-        cogmap = CogMap(tuple(ObjectBox(n, means.get(n, everywhere)) for n in names)).rounded()
-        answer = solve(r["task"], r["params"], cogmap) or ""
-        try:
-            think = write_think(r["task"], r["params"], cogmap)
-        except ValueError:
-            think = "The question's objects at their mean training boxes."
-        out[str(r["id"])] = {"id": r["id"], "completion": format_response(cogmap, think, answer)}
-    return out
-
-
 def format_table(summary: dict) -> str:
     """A plain-text table: tasks x frame counts, with per-task, per-frames and overall scores."""
     frames = list(summary["by_frames"])
@@ -438,14 +333,36 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# the headline metrics, for tables and figures (notebooks 02, 03 and the report)
+HEADLINE_KEYS = (
+    "format_rate",
+    "map_parse_rate",
+    "object_recall",
+    "object_precision",
+    "answer_score",
+    "mean_reward",
+    "consistency",
+)
+# what `v2lo score --json` writes: the summary less its per-record list
 SUMMARY_FIELDS = (
+    "n",
+    "format_rate",
+    "map_parse_rate",
+    "object_recall",
+    "object_precision",
+    "center_error_m",
+    "map_iou",
+    "answer_score",
+    "mean_reward",
+    "r_x",
+    "r_y",
+    "consistency",
     "overall",
     "overall_macro",
     "by_task",
     "by_frames",
     "by_task_frames",
     "extraction_failure_rate",
-    "format_rate",
     "map_by_frames",
     "map_answer_correlation",
     "map_by_group",

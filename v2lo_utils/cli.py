@@ -148,7 +148,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from .benchmark import SUMMARY_FIELDS, format_table
     from .errors import PredictionsError
-    from .evaluator import score_file
+    from .evaluation import score_file
     from .loaders import load_benchmark
 
     rows = load_benchmark(args.benchmark)
@@ -167,7 +167,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .benchmark import format_table
-    from .evaluator import evaluate_benchmark
+    from .evaluation import evaluate_benchmark
     from .loaders import check_frames, load_benchmark
     from .models import check_model_folder, load_model, model_fingerprint
 
@@ -222,6 +222,8 @@ def _image_size(root) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .exporters import FORMATS
+
     p = argparse.ArgumentParser(prog="v2lo", description="Video2Layout workbook")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of input errors")
@@ -257,9 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.set_defaults(func=cmd_data_qvs)
     sp = data.add_parser("export", help="rows in ms-swift, EasyR1 or TRL format")
     sp.add_argument("--data", required=True, help="dataset folder")
-    sp.add_argument(
-        "--format", required=True, choices=["ms-swift", "easyr1", "trl-sft", "trl-grpo"]
-    )
+    sp.add_argument("--format", required=True, choices=list(FORMATS))
     sp.add_argument("--split", default="train", help="train, val or qvs")
     sp.add_argument("--grid", type=int, help="grid-map targets with this grid size instead")
     sp.add_argument("--relative", action="store_true", help="image paths relative to the output")

@@ -28,6 +28,7 @@ from PIL import Image
 from .cogmap import CogMap
 from .errors import DataError
 from .loaders import read_jsonl_rows
+from .prompting import user_prompt
 from .questions import (
     QVS_FRAME_SHARES,
     QVS_TASK_SHARES,
@@ -47,11 +48,6 @@ DATA_VERSION = 3  # bump when rows or targets change: a build never mixes versio
 FRAME_COUNTS = (1, 4, 8, 12, 16)
 CLIP_FRAMES = 16
 MIN_VISIBLE_FRACTION = 0.0006  # of the frame's pixels: 30 px at 224 x 224
-INSTRUCTION = (
-    "Frames of a room video. Write the floor boxes of the objects the question names, in meters "
-    "(first camera at the origin, x right, y forward), in <map></map>; compute the answer from "
-    "them in <think></think>; give the option letter or the number in <answer></answer>."
-)
 
 
 @dataclass(frozen=True)
@@ -68,11 +64,6 @@ class BuildConfig:
     workers: int = 2
     questions: int = 500  # QVS-Bench-Sim size
     qvs_group: int = 5  # QVS questions planned per scene attempt
-
-
-def user_prompt(question: Question) -> str:
-    """The user turn's text (the exporters put the image tags in front)."""
-    return f"{INSTRUCTION}\n{question.prompt()}"
 
 
 def _atomic_write(path: Path, text: str) -> None:

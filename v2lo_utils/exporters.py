@@ -3,6 +3,8 @@
 - ms-swift SFT: {"messages": [user "<image>"*k + prompt, assistant target], "images": [...]}
 - EasyR1 RL: {"question": "<image>"*k + prompt, "answer": ..., "image_path": [...]}
 - TRL SFT: {"messages": [user content parts (k images, then text), assistant text], "images": [...]}
+- TRL prompt/completion (what this project's SFT trains on: loss on the completion only):
+  {"prompt": [user message], "completion": [assistant message], "images": [...]}
 - TRL GRPO: {"prompt": [user message], "images": [...], plus the columns rewards read:
   answer, task, map, params}
 
@@ -17,10 +19,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .cogmap import CogMap
+from .prompting import tagged_prompt, user_message
 from .questions import Question, make_grid_target
 from .schema import check_dataset_row
 
-FORMATS = ("ms-swift", "easyr1", "trl-sft", "trl-grpo")
+FORMATS = ("ms-swift", "easyr1", "trl-sft", "trl-prompt-completion", "trl-grpo")
 
 
 def _paths(row: dict, root: Path, relative_to: Path | None) -> list[str]:
@@ -42,7 +45,7 @@ def target_of(row: dict, grid: int | None = None) -> str:
 def to_ms_swift(row: dict, images: list[str], target: str) -> dict:
     return {
         "messages": [
-            {"role": "user", "content": "<image>" * len(images) + row["prompt"]},
+            {"role": "user", "content": tagged_prompt(row["prompt"], len(images))},
             {"role": "assistant", "content": target},
         ],
         "images": images,
@@ -51,33 +54,37 @@ def to_ms_swift(row: dict, images: list[str], target: str) -> dict:
 
 def to_easyr1(row: dict, images: list[str], target: str) -> dict:
     return {
-        "question": "<image>" * len(images) + row["prompt"],
+        "question": tagged_prompt(row["prompt"], len(images)),
         "answer": row["answer"],
         "image_path": images,
         "task": row["task"],
     }
 
 
-def _user_message(row: dict, n_images: int) -> dict:
-    return {
-        "role": "user",
-        "content": [{"type": "image"}] * n_images + [{"type": "text", "text": row["prompt"]}],
-    }
+def _assistant(target: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": target}]}
 
 
 def to_trl_sft(row: dict, images: list[str], target: str) -> dict:
     return {
-        "messages": [
-            _user_message(row, len(images)),
-            {"role": "assistant", "content": [{"type": "text", "text": target}]},
-        ],
+        "messages": [user_message(row["prompt"], len(images)), _assistant(target)],
+        "images": images,
+    }
+
+
+def to_trl_prompt_completion(row: dict, images: list[str], target: str) -> dict:
+    """Conversational prompt/completion: TRL's SFTTrainer puts the loss on the completion only,
+    which is how this project's SFT trains (with ``messages`` it trains on the prompt too)."""
+    return {
+        "prompt": [user_message(row["prompt"], len(images))],
+        "completion": [_assistant(target)],
         "images": images,
     }
 
 
 def to_trl_grpo(row: dict, images: list[str], target: str) -> dict:
     return {
-        "prompt": [_user_message(row, len(images))],
+        "prompt": [user_message(row["prompt"], len(images))],
         "images": images,
         "answer": row["answer"],
         "task": row["task"],
@@ -91,6 +98,7 @@ CONVERTERS: dict[str, Callable[[dict, list[str], str], dict]] = {
     "ms-swift": to_ms_swift,
     "easyr1": to_easyr1,
     "trl-sft": to_trl_sft,
+    "trl-prompt-completion": to_trl_prompt_completion,
     "trl-grpo": to_trl_grpo,
 }
 
@@ -100,6 +108,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "ms-swift": ("prompt", "frames", "target"),
     "easyr1": ("prompt", "frames", "answer", "task"),
     "trl-sft": ("prompt", "frames", "target"),
+    "trl-prompt-completion": ("prompt", "frames", "target"),
     "trl-grpo": ("id", "prompt", "frames", "answer", "task", "map", "params"),
 }
 GRID_FIELDS = ("task", "question", "answer", "params", "map", "map_extent")

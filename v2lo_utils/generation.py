@@ -14,24 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-
-def user_messages(row: dict) -> list[dict]:
-    content = [{"type": "image"} for _ in row["frames"]] + [{"type": "text", "text": row["prompt"]}]
-    return [{"role": "user", "content": content}]
-
-
-def load_frames(row: dict, root: str | Path) -> list:
-    """The row's frames as RGB PIL images; a missing file names the row and the path."""
-    from PIL import Image
-
-    images = []
-    for f in row["frames"]:
-        path = Path(root) / f
-        if not path.is_file():
-            raise FileNotFoundError(f"row {row.get('id')}: field 'frames': missing file {path}")
-        with Image.open(path) as im:
-            images.append(im.convert("RGB"))
-    return images
+from .prompting import load_frames, user_messages
 
 
 def coordinate_token_values(tokenizer) -> dict[int, float]:

@@ -12,81 +12,55 @@ installed. Checkpoints and resume work as in SFT.
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .models import vision_token_ids
-from .rewards import accuracy_reward, format_reward, map_reward
-from .sft import (
+from .prompting import load_image
+from .rewards import PAPER_REWARD_WEIGHTS, accuracy_reward, format_reward, map_reward
+from .training import (
     StageParams,
     StageResult,
-    checkpoint_step,
     freeze_vision_tower,
-    last_checkpoint,
     lora_kwargs,
-    save_final,
+    run_trainer,
+    select_rows,
     time_budget,
 )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GRPOParams(StageParams):
-    """Everything one GRPO run needs; the paper's values are the defaults where it gives them."""
+    """Everything one GRPO run needs (the common fields in :class:`StageParams`); the paper's
+    values are the defaults where it gives them."""
 
-    data_dir: str
-    output_dir: str
-    model_source: str
-    backend: str = "auto"
-    mode: str = "lora"  # lora | full
-    max_steps: int = -1
-    epochs: float = 1.0
     learning_rate: float = 1e-6
     weight_decay: float = 0.01
     batch_size: int = 4  # completions per device per step (a multiple of num_generations)
-    grad_accum: int = 1
     num_generations: int = 4
     temperature: float = 1.0
     beta: float = 0.0  # no KL term
     max_completion_length: int = 500
     map_reward_weight: float = 0.0
-    lora_r: int = 64
-    lora_alpha: int = 128
-    lora_dropout: float = 0.05
-    save_steps: int = 50
     logging_steps: int = 1
-    max_frames: int | None = None
-    max_rows: int | None = None
     split: str = "train"
     use_vllm: bool = False
-    freeze_vision: bool = False  # full mode: keep the vision tower fixed
-    max_seconds: float = 0.0  # wall-clock budget of the training loop; 0: none
-    seed: int = 0
-    model_cache: str = "outputs/models"
-    extra: dict = field(default_factory=dict)
 
 
 def grpo_rows(rows: list[dict], root: str | Path, max_frames: int | None = None) -> list[dict]:
     """Dataset rows -> GRPO rows: the user turn as prompt, frame paths, and the reward columns."""
     from .exporters import export_rows
 
-    keep = [r for r in rows if max_frames is None or r["num_frames"] <= max_frames]
     return [
         {**g, "map": json.dumps(g["map"]), "params": json.dumps(g["params"])}
-        for g in export_rows(keep, "trl-grpo", root)
+        for g in export_rows(select_rows(rows, max_frames), "trl-grpo", root)
     ]
 
 
 def _load_images(batch: dict) -> dict:
     """Dataset transform: frame paths -> RGB PIL images, on access."""
-    from PIL import Image
-
-    def load(path: str):
-        with Image.open(path) as im:
-            return im.convert("RGB")
-
-    return {**batch, "images": [[load(p) for p in paths] for paths in batch["images"]]}
+    return {**batch, "images": [[load_image(p) for p in paths] for paths in batch["images"]]}
 
 
 def accuracy_by_task(completions, answer, task, log_metric=None, **kwargs) -> list[float]:
@@ -103,7 +77,7 @@ def accuracy_by_task(completions, answer, task, log_metric=None, **kwargs) -> li
 
 def reward_setup(map_weight: float = 0.0) -> tuple[list, list[float]]:
     """Reward functions and weights: 0.9 accuracy + 0.1 format (+ map quality when asked)."""
-    funcs, weights = [accuracy_by_task, format_reward], [0.9, 0.1]
+    funcs, weights = [accuracy_by_task, format_reward], list(PAPER_REWARD_WEIGHTS)
     if map_weight > 0:
         funcs.append(map_reward)
         weights.append(map_weight)
@@ -146,16 +120,9 @@ def grpo_config_kwargs(p: GRPOParams, on_gpu: bool, suppress_ids: list[int] = ()
     return {**kwargs, **p.extra}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GRPOResult(StageResult):
-    output_dir: Path
-    final_dir: Path
-    global_step: int
-    resumed_from: str | None
-    train_seconds: float
     steps_per_second: float
-    log_history: list[dict]
-    stopped_by_budget: bool = False  # max_seconds ended it before max_steps
 
 
 def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
@@ -205,19 +172,10 @@ def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
         peft_config=peft_config,
         callbacks=[*(callbacks or []), budget],
     )
-    resume = last_checkpoint(p.output_dir)
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - t0
-    final = save_final(trainer, loaded.processor, Path(p.output_dir), trainer.model)
-    done = trainer.state.global_step - checkpoint_step(resume)
+    run = run_trainer(trainer, p, loaded.processor)
+    done = run.pop("steps_done")
     return GRPOResult(
-        output_dir=Path(p.output_dir),
-        final_dir=final,
-        global_step=trainer.state.global_step,
-        resumed_from=str(resume) if resume else None,
-        train_seconds=seconds,
-        steps_per_second=done / seconds if seconds > 0 else 0.0,
-        log_history=list(trainer.state.log_history),
+        **run,
+        steps_per_second=done / run["train_seconds"] if run["train_seconds"] > 0 else 0.0,
         stopped_by_budget=budget.stopped,
     )

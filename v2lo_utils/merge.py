@@ -13,8 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .generation import load_frames, user_messages
 from .models import adapter_base, load_model, load_processor
+from .prompting import load_frames, user_messages
 
 
 @dataclass

@@ -148,8 +148,8 @@ def make_processor(tokenizer, image_size: int | None = None, image_processor=Non
 
 def corpus(n_scenes: int = 300, seed: int = 0) -> list[str]:
     """Text the preset tokenizer is trained on: prompts and targets of random layouts."""
-    from .dataset import user_prompt
     from .layout import random_scene_map
+    from .prompting import user_prompt
     from .questions import TASKS, generate_question, make_target
 
     rng = random.Random(f"v2lo-tokenizer:{seed}")

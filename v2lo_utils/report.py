@@ -56,7 +56,7 @@ def qvs_report(
 ) -> Path:
     """report.html and 05_qvs_metrics.json for a run: QVS-Bench-Sim tables and figures, the
     training stages' metrics from the run folder, and the model-free diagnostics."""
-    from .evaluation import SUMMARY_KEYS
+    from .benchmark import HEADLINE_KEYS
     from .figures import (
         compare_figure,
         diagnostics_figure,
@@ -83,7 +83,7 @@ def qvs_report(
             training.append(
                 compare_figure(
                     {before: m["before"], after: m["after"]},
-                    SUMMARY_KEYS,
+                    HEADLINE_KEYS,
                     f"{title} ({m['before']['n']} rows)",
                 )
             )

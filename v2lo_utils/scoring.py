@@ -74,6 +74,22 @@ def mc_accuracy(pred: str | None, gt: str) -> float:
     return float(pred is not None and pred.strip().upper() == gt.strip().upper())
 
 
+def extract_answer(kind: str, completion: str) -> str | float | None:
+    """What the benchmark reads from a completion: the option letter (multiple choice) or the
+    number (numerical), or None when the last answer holds nothing parseable."""
+    return extract_choice(completion) if kind == MC else extract_number(completion)
+
+
+def answer_score(kind: str, got: str | float | None, answer: str) -> float:
+    """THE scoring rule of QVS-Bench, in [0, 1]: an extracted letter against the ground-truth
+    letter (multiple choice), an extracted number by MRA against the ground-truth number
+    (numerical); nothing extracted scores 0. The benchmark, the consistency control and the
+    model-free diagnostics all score with it."""
+    if kind == MC:
+        return mc_accuracy(got if isinstance(got, str) else None, answer)
+    return 0.0 if got is None else mra(float(got), float(answer))
+
+
 @dataclass(frozen=True)
 class AnswerScore:
     score: float  # in [0, 1]
@@ -83,13 +99,9 @@ class AnswerScore:
 
 def score_answer(task: str, completion: str, gt: str) -> AnswerScore:
     """QVS-Bench score of one completion against the ground-truth answer text."""
-    if TASKS[task].kind == MC:
-        letter = extract_choice(completion)
-        return AnswerScore(mc_accuracy(letter, gt), letter, letter is None)
-    value = extract_number(completion)
-    if value is None:
-        return AnswerScore(0.0, None, True)
-    return AnswerScore(mra(value, float(gt)), value, False)
+    kind = TASKS[task].kind
+    got = extract_answer(kind, completion)
+    return AnswerScore(answer_score(kind, got, gt), got, got is None)
 
 
 # ---------------------------------------------------------------------------------------------

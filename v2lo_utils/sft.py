@@ -16,78 +16,36 @@ folder continues from the last one. The final model (or adapter) is saved as saf
 
 from __future__ import annotations
 
-import json
-import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .models import count_parameters, load_model
-
-# the language model's linear layers; the vision tower (model.visual) has MLPs of the same names
-LM_LINEAR_REGEX = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
-
-class StageParams:
-    """What the training stages' parameter dataclasses share."""
-
-    @classmethod
-    def from_parameters(cls, values: dict, **overrides):
-        """Pick the known fields out of ``values`` (a notebook's parameters), then ``overrides``."""
-        known = set(cls.__dataclass_fields__)
-        return cls(**{**{k: v for k, v in values.items() if k in known}, **overrides})
+from .prompting import load_image
+from .training import (
+    StageParams,
+    StageResult,
+    freeze_vision_tower,
+    lora_kwargs,
+    run_trainer,
+    select_rows,
+    time_budget,
+    world_size,
+)
 
 
-class StageResult:
-    """What the training stages' results share: JSON with the folders as strings."""
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["output_dir"], d["final_dir"] = str(self.output_dir), str(self.final_dir)
-        return d
-
-
-@dataclass
+@dataclass(kw_only=True)
 class SFTParams(StageParams):
-    """Everything one SFT run needs; profiles set these through the notebook's parameters."""
+    """Everything one SFT run needs (the common fields in :class:`StageParams`)."""
 
-    data_dir: str
-    output_dir: str
     model_source: str = "tiny"
-    backend: str = "auto"
     mode: str = "full"  # full | lora
-    max_steps: int = -1
-    epochs: float = 1.0
     learning_rate: float = 1e-3
     batch_size: int = 8
-    grad_accum: int = 1
     warmup: float = 0.0  # steps, or a fraction of the run when below 1
     lr_scheduler: str = ""  # transformers scheduler name; default: cosine for lora, linear for full
-    lora_r: int = 64
-    lora_alpha: int = 128
-    lora_dropout: float = 0.05
-    save_steps: int = 50
-    logging_steps: int = 10
     max_length: int | None = None
-    max_frames: int | None = None  # keep rows with at most this many frames
-    long_fraction: float = 0.0  # and this fraction of the longer rows (seeded), for their format
-    max_rows: int | None = None
-    seed: int = 0
+    long_fraction: float = 0.0  # of the rows over max_frames, kept (seeded) for their format
     gradient_checkpointing: bool = False
-    freeze_vision: bool = False  # full mode: keep the vision tower (a preset's perception) fixed
-    max_seconds: float = 0.0  # wall-clock budget of the training loop; 0: none
-    model_cache: str = "outputs/models"
-    extra: dict = field(default_factory=dict)  # further SFTConfig arguments
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> SFTParams:
-        """Read a JSON config (the ``v2lo train sft --config`` file)."""
-        data = json.loads(Path(path).read_text())
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown SFT setting(s) {', '.join(sorted(unknown))}")
-        return cls(**data)
 
 
 def sft_rows(
@@ -97,56 +55,12 @@ def sft_rows(
     long_fraction: float = 0.0,
     seed: int = 0,
 ) -> list[dict]:
-    """Dataset rows -> TRL prompt/completion rows with image paths (conversational): the rows of
-    at most ``max_frames`` frames, plus a seeded ``long_fraction`` of the longer ones (long clips
-    cost more per step; a few of them teach the model to keep the format there)."""
+    """Dataset rows -> the ``trl-prompt-completion`` export (image paths; the loss covers the
+    completion only) of the rows :func:`~v2lo_utils.training.select_rows` keeps."""
     from .exporters import export_rows
 
-    if not 0.0 <= long_fraction <= 1.0:
-        raise ValueError(f"long_fraction must be in [0, 1], not {long_fraction}")
-    keep = [r for r in rows if max_frames is None or r["num_frames"] <= max_frames]
-    longer = [r for r in rows if max_frames is not None and r["num_frames"] > max_frames]
-    picked = set(random.Random(seed).sample(range(len(longer)), round(long_fraction * len(longer))))
-    keep += [r for i, r in enumerate(longer) if i in picked]
-    out = []
-    for ex in export_rows(keep, "trl-sft", root):
-        user, assistant = ex["messages"]
-        out.append({"prompt": [user], "completion": [assistant], "images": ex["images"]})
-    return out
-
-
-def time_budget(seconds: float):
-    """A trainer callback that ends training (saving a checkpoint) once ``seconds`` of wall-clock
-    time have passed since training, or its resumption, began; its ``stopped`` says whether it
-    did. 0 means no budget."""
-    from transformers import TrainerCallback
-
-    class TimeBudget(TrainerCallback):
-        def __init__(self) -> None:
-            self.seconds, self.start, self.stopped = seconds, 0.0, False
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.seconds and time.perf_counter() - self.start >= self.seconds:
-                control.should_training_stop = control.should_save = self.stopped = True
-
-    return TimeBudget()
-
-
-def freeze_vision_tower(model) -> int:
-    """Stop the gradients of the vision tower (``model.visual`` or ``model.model.visual``);
-    returns how many parameters it froze."""
-    inner = getattr(model, "model", model)
-    visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
-    if visual is None:
-        raise ValueError("the model has no vision tower (visual) to freeze")
-    n = 0
-    for param in visual.parameters():
-        param.requires_grad = False
-        n += param.numel()
-    return n
+    rows = select_rows(rows, max_frames, long_fraction, seed)
+    return export_rows(rows, "trl-prompt-completion", root)
 
 
 class FrameLoadingCollator:
@@ -160,32 +74,11 @@ class FrameLoadingCollator:
         )
 
     def __call__(self, examples: list[dict]) -> dict:
-        from PIL import Image
-
-        loaded = []
-        for ex in examples:
-            images = []
-            for p in ex["images"]:
-                if isinstance(p, str):
-                    with Image.open(p) as im:
-                        images.append(im.convert("RGB"))
-                else:
-                    images.append(p)
-            loaded.append({**ex, "images": images})
+        loaded = [
+            {**ex, "images": [load_image(p) if isinstance(p, str) else p for p in ex["images"]]}
+            for ex in examples
+        ]
         return self.inner(loaded)
-
-
-def lora_kwargs(p) -> dict:
-    """Arguments of peft.LoraConfig from a stage's ``lora_r``, ``lora_alpha`` and ``lora_dropout``:
-    the language model's linear layers only."""
-    return {
-        "r": p.lora_r,
-        "lora_alpha": p.lora_alpha,
-        "lora_dropout": p.lora_dropout,
-        "target_modules": LM_LINEAR_REGEX,
-        "bias": "none",
-        "task_type": "CAUSAL_LM",
-    }
 
 
 def unsloth_peft_kwargs(p: SFTParams) -> dict:
@@ -236,28 +129,10 @@ def sft_config_kwargs(p: SFTParams, on_gpu: bool, world_size: int = 1) -> dict:
     return {**kwargs, **p.extra}
 
 
-def checkpoint_step(checkpoint: Path | None) -> int:
-    """The step of a checkpoint-N folder; 0 for None."""
-    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
-
-
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The checkpoint-N folder with the largest N, or None."""
-    ckpts = [d for d in Path(output_dir).glob("checkpoint-*") if d.name.split("-")[-1].isdigit()]
-    return max(ckpts, key=lambda d: int(d.name.split("-")[-1]), default=None)
-
-
-@dataclass
+@dataclass(kw_only=True)
 class SFTResult(StageResult):
-    output_dir: Path
-    final_dir: Path
-    global_step: int
-    resumed_from: str | None
-    train_seconds: float
     samples_per_second: float
-    log_history: list[dict]
     parameters: dict
-    stopped_by_budget: bool = False  # max_seconds ended it before max_steps
 
 
 def prepare_model(p: SFTParams):
@@ -298,9 +173,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     from trl import SFTConfig, SFTTrainer
 
     on_gpu = torch.cuda.is_available()
-    world = (
-        torch.distributed.get_world_size() if torch.distributed.is_initialized() else _env_world()
-    )
+    world = world_size()
     args = SFTConfig(**sft_config_kwargs(p, on_gpu, world))
     budget = time_budget(p.max_seconds)
     trainer = SFTTrainer(
@@ -311,71 +184,14 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         data_collator=FrameLoadingCollator(processor, p.max_length),
         callbacks=[*(callbacks or []), budget],
     )
-    resume = last_checkpoint(p.output_dir)
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - t0
-    final = save_final(trainer, processor, Path(p.output_dir), model)
-    done = trainer.state.global_step - checkpoint_step(resume)
+    run = run_trainer(trainer, p, processor, model)
+    samples = run.pop("steps_done") * p.batch_size * p.grad_accum * world
     return SFTResult(
-        output_dir=Path(p.output_dir),
-        final_dir=final,
-        global_step=trainer.state.global_step,
-        resumed_from=str(resume) if resume else None,
-        train_seconds=seconds,
-        samples_per_second=done * p.batch_size * p.grad_accum * world / max(seconds, 1e-9),
-        log_history=list(trainer.state.log_history),
+        **run,
+        samples_per_second=samples / max(run["train_seconds"], 1e-9),
         parameters={**count_parameters(model), "backend": backend, "mode": p.mode},
         stopped_by_budget=budget.stopped,
     )
-
-
-def save_final(trainer, processor, output_dir: Path, model) -> Path:
-    """Save the trained model (or adapter) and the processor to ``output_dir/final`` (rank 0), and
-    every rank's report; returns the final folder."""
-    final = output_dir / "final"
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(final))
-        processor.save_pretrained(final)
-    write_rank_report(output_dir, model, trainer.state.global_step)
-    return final
-
-
-def parameter_digest(model) -> str:
-    """sha256 of the trainable parameters (names and float32 values): equal across DDP ranks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        if param.requires_grad:
-            h.update(name.encode())
-            h.update(param.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-def write_rank_report(output_dir: Path, model, global_step: int) -> Path:
-    """rank<R>.json: this process's rank, the world size, the step reached and the digest."""
-    import os
-
-    import torch.distributed as dist
-
-    rank = dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
-    world = dist.get_world_size() if dist.is_initialized() else _env_world()
-    path = output_dir / f"rank{rank}.json"
-    doc = {
-        "rank": rank,
-        "world_size": world,
-        "global_step": global_step,
-        "digest": parameter_digest(model),
-    }
-    path.write_text(json.dumps(doc))
-    return path
-
-
-def _env_world() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def loss_curve(log_history: list[dict]) -> list[tuple[int, float]]:

@@ -1,0 +1,108 @@
+"""The run folder and the pipeline, as code: stage folders, metrics files, held-out rows.
+
+    outputs/runs/<run-id>/
+        sft/ (checkpoints, final/)    sft_merged/    grpo/ (checkpoints, final/)    grpo_merged/
+        predictions/                  report.html    NN_<stage>_metrics.json    run.json, run.log
+
+Notebooks 02-05 and the report find every stage's output here, so profiles hold only what
+differs between them. Training and evaluation before and after a stage use the same seeded
+held-out rows (:func:`held_out_rows`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+# the order the stages run in: data, SFT, merge, GRPO, merge, analysis ('notebook:variant' runs a
+# notebook again with the variant's parameters; the merge notebook's variant is its stage)
+PIPELINE = (
+    "01_data_inspection",
+    "02_sft",
+    "04_merge:sft",
+    "03_grpo",
+    "04_merge:grpo",
+    "05_qvs_bench_analysis",
+)
+STAGES = ("sft", "grpo")
+METRICS_FILES = {
+    "data": "01_data_metrics.json",
+    "sft": "02_sft_metrics.json",
+    "grpo": "03_grpo_metrics.json",
+    "merge_sft": "04_merge_sft_metrics.json",
+    "merge_grpo": "04_merge_grpo_metrics.json",
+    "qvs": "05_qvs_metrics.json",
+}
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder and the paths of what its stages write."""
+
+    root: Path
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    def stage_dir(self, stage: str) -> Path:
+        """Where a training stage ('sft', 'grpo') writes checkpoints and ``final/``."""
+        return self.root / _stage(stage)
+
+    def final(self, stage: str) -> Path:
+        """The stage's trained model or LoRA adapter."""
+        return self.stage_dir(stage) / "final"
+
+    def merged(self, stage: str) -> Path:
+        """The stage's merged, standalone model (notebook 04)."""
+        return self.root / f"{_stage(stage)}_merged"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def model(self, source: str) -> str:
+        """A model source as profiles name it: a stage's merged model by name ('sft_merged',
+        'grpo_merged'), else the source itself (a preset name or a folder)."""
+        for stage in STAGES:
+            if source == f"{stage}_merged":
+                return str(self.merged(stage))
+        return source
+
+    def metrics_path(self, name: str) -> Path:
+        if name not in METRICS_FILES:
+            raise KeyError(f"unknown metrics {name!r}; known: {', '.join(METRICS_FILES)}")
+        return self.root / METRICS_FILES[name]
+
+    def write_metrics(self, name: str, doc: dict) -> Path:
+        """Write a stage's metrics (JSON) into the run folder; returns the file."""
+        path = self.metrics_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2))
+        return path
+
+    def read_metrics(self, name: str) -> dict | None:
+        """A stage's metrics, or None when that stage has not run here."""
+        path = self.metrics_path(name)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    return stage
+
+
+def held_out_rows(
+    splits: dict[str, list[dict]], n: int, max_frames: int | None = None, seed: int = 0
+) -> list[dict]:
+    """The seeded held-out rows every stage is measured on, before and after: ``n`` of the
+    validation rows (the training rows when there are none) of at most ``max_frames`` frames."""
+    pool = splits.get("val") or splits.get("train") or []
+    pool = [r for r in pool if max_frames is None or r["num_frames"] <= max_frames]
+    return random.Random(seed).sample(pool, min(n, len(pool)))
