@@ -170,3 +170,24 @@ def test_explorer_follows_its_controls(tmp_path):
 def rows_of(ex):
     """The explorer's rows for its current scene, clip and task, one per frame count."""
     return [ex.index[(ex.scene.value, ex.clip.value, ex.task.value, k)] for k in ex.frames.options]
+
+
+def test_notebooks_run_in_file_order_with_their_defaults(tmp_path):
+    """What a person does in JupyterLab: the notebooks as committed, default parameters, top to
+    bottom in file order, each one's defaults reading what the one before wrote (01 builds the
+    data, 02 trains into outputs/runs/manual/sft, 03 starts from its final model, 04 merges
+    GRPO's adapter, 05 evaluates the merged model). Run by nbval in a scratch copy of the
+    project, so that a user's own outputs/runs/manual is never touched."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax"]
+    done = subprocess.run(
+        [*cmd, "notebooks/"], cwd=tmp_path, capture_output=True, text=True, timeout=1200
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+    assert (tmp_path / "outputs/runs/manual/report.html").is_file()

@@ -516,6 +516,18 @@ def load_model(
     return Loaded(model, processor, path, chosen, settings["device"])
 
 
+def free_memory() -> None:
+    """Return what dropped models held: a garbage collection, and the CUDA cache on a GPU (call
+    it after ``del`` of the last reference, before loading another model)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def count_parameters(model) -> dict:
     """Total and trainable parameter counts."""
     total = sum(p.numel() for p in model.parameters())

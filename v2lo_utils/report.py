@@ -10,6 +10,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .runs import METRICS_FILES, RunFolder
+
 
 def write_report(
     path: str | Path, title: str, sections: list[tuple[str, list]], meta: dict | None = None
@@ -45,10 +47,10 @@ def write_report(
 
 
 def stage_metrics(run_dir: str | Path) -> dict[str, dict]:
-    """The metrics files the run's stages wrote (01_data_metrics.json, 02_sft_metrics.json, ...)."""
-    return {
-        p.stem: json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("0*_metrics.json"))
-    }
+    """The metrics the run's stages wrote, by name ('data', 'sft', 'grpo', 'merge_sft', ...)."""
+    run = RunFolder(run_dir)
+    found = {name: run.read_metrics(name) for name in METRICS_FILES}
+    return {name: doc for name, doc in found.items() if doc is not None}
 
 
 def qvs_report(
@@ -66,16 +68,14 @@ def qvs_report(
         stages_table,
     )
 
-    run = Path(run_dir)
+    run = RunFolder(run_dir)
     lean = {label: {k: v for k, v in s.items() if k != "records"} for label, s in summaries.items()}
-    (run / "05_qvs_metrics.json").write_text(
-        json.dumps({"summaries": lean, "diagnostics": diag}, indent=2)
-    )
-    stages = stage_metrics(run)
+    run.write_metrics("qvs", {"summaries": lean, "diagnostics": diag})
+    stages = stage_metrics(run_dir)
     training = []
     panels = (
-        ("02_sft_metrics", ("before SFT", "after SFT"), "SFT on held-out clips"),
-        ("03_grpo_metrics", ("SFT", "SFT + GRPO"), "GRPO on held-out prompts"),
+        ("sft", ("before SFT", "after SFT"), "SFT on held-out clips"),
+        ("grpo", ("SFT", "SFT + GRPO"), "GRPO on held-out prompts"),
     )
     for name, (before, after), title in panels:
         if name in stages:
@@ -91,8 +91,8 @@ def qvs_report(
                 training.append(perception_sentence(m["perception"]))
             training.append(steps_sentence(after, m.get("train") or {}))
             training += control_verdicts(after, m["after"])
-    if "03_grpo_metrics" in stages:
-        m = stages["03_grpo_metrics"]
+    if "grpo" in stages:
+        m = stages["grpo"]
         text = f"Held-out mean reward, greedy: SFT {m['before']['mean_reward']:.3f}, SFT + GRPO {m['after']['mean_reward']:.3f}."
         if "sampled" in m["before"] and "sampled" in m["after"]:
             b, a = m["before"]["sampled"], m["after"]["sampled"]
@@ -122,10 +122,10 @@ def qvs_report(
         ("Numbers", [{"qvs": lean, "stages": stages}]),
     ]
     return write_report(
-        run / "report.html",
+        run.report,
         "Video2Layout workbook: QVS-Bench report",
         sections,
-        meta={"run_dir": str(run)},
+        meta={"run_dir": str(run.root)},
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .errors import ParameterError, V2loError
 from .profiles import load_profiles, notebook_parameters
+from .runs import PIPELINE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_RE = re.compile(r"^(\d\d)_\w+\.ipynb$")
@@ -61,10 +62,10 @@ def pipeline_steps(
     only: Sequence[str] | None = None,
     pipeline: Sequence[str] | None = None,
 ) -> list[Step]:
-    """``pipeline``, else the profile's, else every numbered notebook once, in order; filtered by
-    ``only`` (numbers, stems or step names)."""
+    """``pipeline``, else the profile's, else the standard one (:data:`~v2lo_utils.runs.PIPELINE`);
+    filtered by ``only`` (numbers, stems or step names)."""
     notebooks = {p.stem: p for p in find_notebooks(folder)}
-    names = pipeline or profile.get("pipeline") or list(notebooks)
+    names = pipeline or profile.get("pipeline") or PIPELINE
     steps = []
     for name in names:
         stem = name.partition(":")[0]
@@ -236,6 +237,8 @@ def run_profile(
             **(overrides or {}),
         }
         params["run_dir"] = str(run_dir)
+        if step.variant and "stage" in declared[nb]:  # 04_merge:sft merges the sft stage
+            params.setdefault("stage", step.variant)
         params = {k: _fill(v, run_dir) for k, v in params.items() if k in declared[nb]}
         entry = {"notebook": step.output_name, "parameters": params, "status": "running"}
         summary["notebooks"].append(entry)

@@ -67,9 +67,12 @@ class RunFolder:
         return self.root / "report.html"
 
     def model(self, source: str) -> str:
-        """A model source as profiles name it: a stage's merged model by name ('sft_merged',
-        'grpo_merged'), else the source itself (a preset name or a folder)."""
+        """A model source as profiles name it: a stage's output in this run by name
+        ('sft_final', 'sft_merged', 'grpo_final', 'grpo_merged'), else the source itself (a
+        preset name or a folder)."""
         for stage in STAGES:
+            if source == f"{stage}_final":
+                return str(self.final(stage))
             if source == f"{stage}_merged":
                 return str(self.merged(stage))
         return source
