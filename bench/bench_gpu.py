@@ -3,7 +3,7 @@
     python bench/bench_gpu.py [--time-limit 480] [--steps 4]   # a GPU machine (`make gpu-check`)
     python bench/bench_gpu.py --smoke                          # CPU, a tiny shape (`make test`)
 
-A randomly initialised Qwen2.5-VL with the 7B's published shape (``models.SHAPE_7B``: hidden
+A randomly initialised Qwen2.5-VL with the 7B's published shape (``presets.SHAPE_7B``: hidden
 3584, 28 layers, 28/4 heads, vision depth 32; the project's tokenizer padded to 152,064 rows, so
 memory is the 7B's) is built into a local folder; no weights are downloaded. Then, each through
 the project's own entry points and each for a few steps:
@@ -85,7 +85,7 @@ def settings(smoke: bool, steps: int) -> dict:
 
 
 def shape(smoke: bool):
-    from v2lo_utils.models import PRESETS, SHAPE_7B
+    from v2lo_utils.presets import PRESETS, SHAPE_7B
 
     # the tiny preset, its vocabulary padded and its embeddings untied as the 7B's are
     return replace(PRESETS["tiny"], tie_embeddings=False, padded_vocab=1024) if smoke else SHAPE_7B
@@ -169,7 +169,8 @@ def part_build(work: Path, s: dict, smoke: bool) -> dict:
     import torch
 
     from v2lo_utils.dataset import BuildConfig, build_qvs_bench, build_training_set
-    from v2lo_utils.models import build_random_model, count_parameters, load_model
+    from v2lo_utils.models import count_parameters, load_model
+    from v2lo_utils.presets import build_random_model
 
     t = time.perf_counter()
     cfg = BuildConfig(

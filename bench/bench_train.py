@@ -22,7 +22,8 @@ import torch
 
 from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
 from v2lo_utils.grpo import GRPOParams, train_grpo
-from v2lo_utils.models import create_preset, load_model
+from v2lo_utils.models import load_model
+from v2lo_utils.presets import create_preset
 from v2lo_utils.sft import FrameLoadingCollator, SFTParams, sft_rows, train_sft
 
 

@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 def tiny_workspace(tmp_path_factory):
     """A small training set (56 px frames) and the tiny preset, built once for the training tests."""
     from v2lo_utils.dataset import BuildConfig, build_training_set
-    from v2lo_utils.models import create_preset
+    from v2lo_utils.presets import create_preset
 
     base = tmp_path_factory.mktemp("tiny_workspace")
     build_training_set(base / "data", BuildConfig(scenes=3, seed=2, image_size=56, workers=1))

@@ -15,7 +15,8 @@ import pytest
 import trl
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from v2lo_utils.models import create_preset, unsloth_load_kwargs
+from v2lo_utils.models import unsloth_load_kwargs
+from v2lo_utils.presets import create_preset
 from v2lo_utils.sft import SFTParams, sft_config_kwargs, unsloth_peft_kwargs
 from v2lo_utils.training import LM_LINEAR_REGEX, lora_kwargs
 

@@ -21,7 +21,7 @@ def test_7b_shape_has_the_published_parameter_count():
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from v2lo_utils.models import SHAPE_7B, build_tokenizer, corpus, random_model_config
+    from v2lo_utils.presets import SHAPE_7B, build_tokenizer, corpus, random_model_config
 
     tokenizer = build_tokenizer(corpus(n_scenes=5), SHAPE_7B.vocab)
     config = random_model_config(SHAPE_7B, tokenizer)

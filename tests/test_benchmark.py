@@ -23,8 +23,9 @@ from v2lo_utils.cli import main
 from v2lo_utils.cogmap import parse_response
 from v2lo_utils.dataset import BuildConfig, build_qvs_bench, read_jsonl
 from v2lo_utils.evaluation import evaluate_benchmark, score_file
-from v2lo_utils.models import create_preset, load_model
+from v2lo_utils.models import load_model
 from v2lo_utils.predictions import open_for_resume, read_predictions
+from v2lo_utils.presets import create_preset
 from v2lo_utils.questions import solve
 
 

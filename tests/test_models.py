@@ -8,16 +8,8 @@ import sys
 
 import pytest
 
-from v2lo_utils.models import (
-    COORD_TOKENS,
-    ModelFolderError,
-    chat_template,
-    check_model_folder,
-    coordinate_features,
-    create_preset,
-    load_model,
-    pick_backend,
-)
+from v2lo_utils.models import ModelFolderError, check_model_folder, load_model, pick_backend
+from v2lo_utils.presets import COORD_TOKENS, chat_template, coordinate_features, create_preset
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +114,8 @@ def test_bad_model_folders_name_path_and_what_is_missing(tmp_path, tiny):
 
 
 def test_cached_presets_of_another_recipe_are_rebuilt(tmp_path):
-    from v2lo_utils.models import PRESET_FILE, PRESET_VERSION, resolve_source
+    from v2lo_utils.models import resolve_source
+    from v2lo_utils.presets import PRESET_FILE, PRESET_VERSION
 
     folder = resolve_source("tiny", tmp_path)
     doc = json.loads((folder / PRESET_FILE).read_text())

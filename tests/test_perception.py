@@ -81,8 +81,9 @@ def test_perception_stages_train_their_parts_and_the_preset_reloads(tmp_path):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from v2lo_utils.models import PERCEPTION_FILE, PRESETS, build_random_model, load_model
+    from v2lo_utils.models import load_model
     from v2lo_utils.perception import train_grounding
+    from v2lo_utils.presets import PERCEPTION_FILE, PRESETS, build_random_model
 
     torch.set_num_threads(1)
     p = replace(PRESETS["tiny"], vision_steps=4, grounding_steps=4)

@@ -51,3 +51,28 @@ def test_project_root_is_found_from_notebooks(tmp_path, monkeypatch):
     assert project_root(tmp_path) == tmp_path.resolve()  # no project above: stay
     monkeypatch.chdir(ROOT / "notebooks")
     assert at_project_root() == ROOT and Path.cwd() == ROOT
+
+
+def test_modules_import_only_their_layer_or_below():
+    """The layer map of the package docstring holds: no module imports from a layer above its own
+    (lazy imports inside functions count too), and every module is on the map."""
+    import ast
+    import re
+
+    import v2lo_utils
+
+    layers = {}
+    for level, names in re.findall(r"layer (\d) \w+: ([\w ]+)", v2lo_utils.__doc__):
+        layers |= dict.fromkeys(names.split(), int(level))
+    package = Path(v2lo_utils.__file__).parent
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert modules == set(layers), f"not on the map: {modules ^ set(layers)}"
+    upward = []
+    for name in sorted(modules):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                target = node.module.split(".")[0]
+                if layers[target] > layers[name]:
+                    upward.append(f"{name} (layer {layers[name]}) imports {target}")
+    assert not upward, upward

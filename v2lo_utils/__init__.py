@@ -1,7 +1,23 @@
-"""Video2Layout workbook library.
+"""Video2Layout workbook library: one job per module, in four layers.
 
-The pure core (``cogmap``, ``geometry``, ``questions``, ``scoring``, ``rewards``) imports only the
-standard library; heavier layers import torch and friends lazily, inside the functions that need them.
+A module imports only from its own layer or the ones above it in this map (checked by
+tests/test_project.py). The core imports nothing but the standard library; the heavier layers
+import numpy, torch, transformers and friends lazily, inside the functions that need them.
+
+    layer 0 core: errors geometry catalog layout cogmap questions scoring rewards schema prompting predictions benchmark baselines
+    layer 1 data: simulator renderer workers loaders dataset exporters thor
+    layer 2 models: presets models perception generation training sft grpo merge evaluation
+    layer 3 top: runs profiles paths figures explorer report runner cli
+
+- core: the map (text <-> boxes), geometry, the tasks with one ``solve``, the QVS-Bench scoring
+  rule and the paper's reward, the row schema and error types, the prompt, prediction files and
+  their fingerprints, benchmark summaries, baselines and model-free diagnostics;
+- data: the simulator and renderer, the dataset builder (process pools that die with it),
+  loaders of benchmark files, exporters to EasyR1 / ms-swift / TRL, AI2-THOR metadata;
+- models: offline presets, loading checkpoints, generation, the training kit with SFT and GRPO
+  on it, LoRA merges, evaluation (in memory and into resumable files);
+- top: the run folder and pipeline, profiles, figures and widgets, the report, the papermill
+  runner and the command line.
 """
 
 __version__ = "0.1.0"

@@ -280,11 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--predictions", required=True, help='JSONL of {"id": ..., "completion": ...}')
     sp.add_argument("--json", help="write the summary here")
     sp.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
-    sp.add_argument(
-        "--force",
-        action="store_true",
-        help="score even predictions made for other benchmark rows with the same ids",
-    )
+    sp.add_argument("--force", action="store_true", help="score predictions of other rows too")
     sp.set_defaults(func=cmd_score)
 
     sp = sub.add_parser("eval", help="generate and score a model on a benchmark (resumable)")
@@ -301,11 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-new-tokens", type=int, default=512)
     sp.add_argument("--batch-size", type=int, default=4)
     sp.add_argument("--limit", type=int, default=0, help="first N questions only")
-    sp.add_argument(
-        "--force",
-        action="store_true",
-        help="add to a predictions file made with other settings (rows that changed are redone)",
-    )
+    sp.add_argument("--force", action="store_true", help="resume despite other settings")
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("parse", help="parse a completion into map, think and answer (JSON)")

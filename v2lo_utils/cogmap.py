@@ -166,15 +166,20 @@ def _num(value: float) -> str:
     return "0.0" if text == "-0.0" else text
 
 
-def format_map(cogmap: CogMap, tags: bool = True) -> str:
-    """The map text of spec section 1, numbers with one decimal; wrapped in <map> tags by default."""
+def _map_text(header: str, cogmap: CogMap, key: str, values, tags: bool) -> str:
+    """``header[{"object_name": ..., key: [values(o)]}, ...]``, in <map> tags when ``tags``."""
     items = ", ".join(
         f'{{"object_name": {json.dumps(o.name, ensure_ascii=False)}, '
-        f'"bbox": [{", ".join(_num(v) for v in o.bbox)}]}}'
+        f'"{key}": [{", ".join(values(o))}]}}'
         for o in cogmap.objects
     )
-    body = f"{MAP_PREFIX}[{items}]"
+    body = f"{header}[{items}]"
     return f"<map>{body}</map>" if tags else body
+
+
+def format_map(cogmap: CogMap, tags: bool = True) -> str:
+    """The map text of spec section 1, numbers with one decimal; wrapped in <map> tags by default."""
+    return _map_text(MAP_PREFIX, cogmap, "bbox", lambda o: map(_num, o.bbox), tags)
 
 
 def format_grid_map(cogmap: CogMap, n: int, extent: Box, tags: bool = True) -> str:
@@ -182,13 +187,9 @@ def format_grid_map(cogmap: CogMap, n: int, extent: Box, tags: bool = True) -> s
     (column, row) of an n x n grid over ``extent`` (m, map frame); column 0 at the smallest x,
     row 0 at the smallest y. The header states the cell size so distances can be computed."""
     cw, ch = (extent[2] - extent[0]) / n, (extent[3] - extent[1]) / n
-    items = ", ".join(
-        f'{{"object_name": {json.dumps(o.name, ensure_ascii=False)}, '
-        f'"cell": [{", ".join(map(str, geo.grid_cell(o.center, extent, n)))}]}}'
-        for o in cogmap.objects
-    )
-    body = f"Establish a {n} x {n} grid of {cw:.2f} x {ch:.2f} m cells : [{items}]"
-    return f"<map>{body}</map>" if tags else body
+    header = f"Establish a {n} x {n} grid of {cw:.2f} x {ch:.2f} m cells : "
+    cell = lambda o: map(str, geo.grid_cell(o.center, extent, n))  # noqa: E731
+    return _map_text(header, cogmap, "cell", cell, tags)
 
 
 def format_response(cogmap: CogMap, think: str, answer: str) -> str:

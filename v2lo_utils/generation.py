@@ -20,7 +20,7 @@ from .prompting import load_frames, user_messages
 def coordinate_token_values(tokenizer) -> dict[int, float]:
     """Token id -> value (m) of the tokenizer's single-token coordinates; empty unless every
     coordinate -8.0 ... 8.0 is one token (real Qwen tokenizers spell numbers digit by digit)."""
-    from .models import COORD_TOKENS
+    from .presets import COORD_TOKENS
 
     vocab = tokenizer.get_vocab()
     if not all(c in vocab for c in COORD_TOKENS):
@@ -82,7 +82,7 @@ def generate_completions(
     from tqdm.auto import tqdm
     from transformers import LogitsProcessorList
 
-    from .models import vision_token_ids
+    from .presets import vision_token_ids
 
     if coordinates not in ("mean", "mode"):
         raise ValueError(f"coordinates must be 'mean' or 'mode', not {coordinates!r}")

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models import vision_token_ids
+from .presets import vision_token_ids
 from .prompting import load_image
 from .rewards import PAPER_REWARD_WEIGHTS, accuracy_reward, format_reward, map_reward
 from .training import (

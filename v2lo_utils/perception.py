@@ -1,6 +1,6 @@
 """Perception for the presets: what Qwen2.5-VL's pretraining gives the 7B and a random preset lacks.
 
-Two stages, run once when a preset is built (``models.create_preset``) and cached with it:
+Two stages, run once when a preset is built (``presets.create_preset``) and cached with it:
 
 1. Vision: the vision tower learns, per merged token (28 x 28 px), which categories it shows and
    where each of those objects lies on the floor. A throwaway linear head regresses the token's
@@ -227,7 +227,7 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
     error (m) and that of the training-free prior (every corner at the held-out mean)."""
     import torch
 
-    from .models import COORD_TOKENS
+    from .presets import COORD_TOKENS
     from .sft import FrameLoadingCollator
 
     tok = processor.tokenizer
