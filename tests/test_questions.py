@@ -279,3 +279,26 @@ def test_grid_maps_are_solvable(seed, task, n):
     if answer is None:  # only when A and B share a cell: no direction to define a frame
         a, b = (grid.find(n).center for n in q.params["objects"][:2])
         assert task in ("vertical_direction", "horizontal_direction") and a == b
+
+
+def test_each_task_explains_itself_with_arrows():
+    """Every task defines its arrows (figures draw them); min_distance's join the closest points."""
+    import math
+
+    from v2lo_utils import geometry as geo
+
+    rng = random.Random(5)
+    seen = set()
+    for _ in range(200):
+        scene = random_scene_map(rng, 10)
+        for task, t in TASKS.items():
+            q = generate_question(task, scene, rng)
+            if q is None:
+                continue
+            arrows = t.vectors(q.params, scene)
+            assert bool(arrows) == (task not in ("object_size", "object_count")), task
+            seen.add(task)
+            if task == "min_distance":
+                (start, end, _), (a, b) = arrows[0], (scene.find(n).bbox for n in q.names())
+                assert math.dist(start, end) == pytest.approx(geo.closest_distance(a, b))
+    assert seen == set(TASKS)

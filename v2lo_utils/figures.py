@@ -41,43 +41,7 @@ def frames_figure(
 
 def question_vectors(task: str, params: dict, cogmap: CogMap) -> list[tuple[geo.Vec, geo.Vec, str]]:
     """The arrows that explain a question: (start, end, label) in the map frame (m)."""
-
-    def c(name: str) -> geo.Vec | None:
-        o = cogmap.find(name)
-        return o.center if o else None
-
-    names = params.get("objects", [])
-    pts = [c(n) for n in names]
-    if any(p is None for p in pts):
-        return []
-    if task == "vertical_direction":
-        return [(pts[0], pts[1], "forward"), (pts[3], pts[2], "vector to evaluate")]
-    if task == "horizontal_direction":
-        label = "right" if params.get("variant") == "right" else "left"
-        return [(pts[0], pts[1], label), (pts[3], pts[2], "vector to evaluate")]
-    if task == "relative_direction":
-        return [(pts[1], pts[0], "vector to evaluate")]
-    if task == "nearest_object":
-        return [(pts[0], p, "") for p in (c(n) for n in params["options"]) if p is not None]
-    if task == "min_distance":
-        a, b = (cogmap.find(n) for n in names)
-        start, end = _closest_points(a.bbox, b.bbox)
-        return [(start, end, "closest points")]
-    return []
-
-
-def _closest_points(a: geo.Box, b: geo.Box) -> tuple[geo.Vec, geo.Vec]:
-    def axis(lo1, hi1, lo2, hi2):
-        if hi1 < lo2:
-            return hi1, lo2
-        if hi2 < lo1:
-            return lo1, hi2
-        m = (max(lo1, lo2) + min(hi1, hi2)) / 2
-        return m, m
-
-    x1, x2 = axis(a[0], a[2], b[0], b[2])
-    y1, y2 = axis(a[1], a[3], b[1], b[3])
-    return (x1, y1), (x2, y2)
+    return TASKS[task].vectors(params, cogmap)
 
 
 def cogmap_figure(

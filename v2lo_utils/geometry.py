@@ -164,3 +164,20 @@ def grid_cell_center(cell: tuple[int, int], extent: Box, n: int) -> Vec:
     cw = (extent[2] - extent[0]) / n
     ch = (extent[3] - extent[1]) / n
     return (extent[0] + (cell[0] + 0.5) * cw, extent[1] + (cell[1] + 0.5) * ch)
+
+
+def closest_points(a: Box, b: Box) -> tuple[Vec, Vec]:
+    """The closest points of two boxes (m): on each axis the facing edges, or the middle of the
+    overlap; their distance is :func:`closest_distance`."""
+
+    def axis(lo1: float, hi1: float, lo2: float, hi2: float) -> tuple[float, float]:
+        if hi1 < lo2:
+            return hi1, lo2
+        if hi2 < lo1:
+            return lo1, hi2
+        m = (max(lo1, lo2) + min(hi1, hi2)) / 2
+        return m, m
+
+    x1, x2 = axis(a[0], a[2], b[0], b[2])
+    y1, y2 = axis(a[1], a[3], b[1], b[3])
+    return (x1, y1), (x2, y2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import geometry as geo
@@ -29,62 +29,7 @@ MIN_DISTANCE_M = 0.2  # m: smallest min_distance answer asked
 MAX_MAP_REL_ERROR = 0.05  # numerical answers from the 0.1 m map stay within 5% of the truth
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    kind: str
-    template: str
-    n_objects: int  # unique objects named by the template (A, B, ...)
-
-
-TASKS: dict[str, TaskSpec] = {
-    t.name: t
-    for t in (
-        TaskSpec(
-            "vertical_direction",
-            MC,
-            "Considering the vector from {A} to {B} as the 'forward/backward' direction, "
-            "how is the {C} positioned relative to the {D}?",
-            4,
-        ),
-        TaskSpec(
-            "horizontal_direction",
-            MC,
-            "If the {B} is directly to the {side} of the {A}, "
-            "what is the direction of the {C} from the {D}?",
-            4,
-        ),
-        TaskSpec(
-            "min_distance",
-            NUMERICAL,
-            "Measuring from the closest points between the two objects, what is the distance "
-            "between the {A} and the {B} in meters?",
-            2,
-        ),
-        TaskSpec(
-            "object_size",
-            NUMERICAL,
-            "What is the maximum dimension (either width or length) of the {A} in meters?",
-            1,
-        ),
-        TaskSpec(
-            "relative_direction",
-            MC,
-            "From the camera's perspective, what is the direction of the {A} from the {B}?",
-            2,
-        ),
-        TaskSpec(
-            "object_count", NUMERICAL, "How many '{category}' objects are there in this scene?", 0
-        ),
-        TaskSpec(
-            "nearest_object",
-            MC,
-            "Considering the center point of the {A} as a reference point, which of these "
-            "objects has the nearest center point to it?",
-            1,
-        ),
-    )
-}
+# TASKS (name -> Task: everything one question type defines) follows the answer geometry below.
 
 QVS_TASK_SHARES: dict[str, float] = {
     "vertical_direction": 0.252,
@@ -151,12 +96,8 @@ class Question:
 
 
 def question_names(task: str, params: dict) -> list[str]:
-    if task == "object_count":
-        return [params["category"]]
-    names = list(params["objects"])
-    if task == "nearest_object":
-        names += list(params["options"])
-    return names
+    """The objects a question is about, in the order it names them (count: the category)."""
+    return TASKS[task].names(params)
 
 
 def relevant_map(task: str, params: dict, cogmap: CogMap) -> CogMap:
@@ -189,84 +130,402 @@ def _local_quadrant(v: geo.Vec, f: geo.Vec, r: geo.Vec, facts: Facts) -> Compute
     return geo.quadrant(v, f, r), facts
 
 
-def _vertical(p: dict, cm: CogMap) -> Computed:
-    c = _centers(cm, p["objects"])
-    if c is None or geo.norm(geo.sub(c[1], c[0])) == 0:
+def _p(v: geo.Vec) -> str:
+    return f"({v[0]:.2f}, {v[1]:.2f})"
+
+
+def _paren(x: float) -> str:
+    return f"({x:.1f})" if x < 0 else f"{x:.1f}"
+
+
+def _sign(x: float, pos: str, neg: str) -> str:
+    return f"{x:.2f} > 0, so {pos}" if x > 0 else f"{x:.2f} <= 0, so {neg}"
+
+
+Arrow = tuple[geo.Vec, geo.Vec, str]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One question type, whole: its template and options, how questions are drawn, the answer
+    geometry (:meth:`compute`), the think, its own well-posedness rules and the arrows that
+    explain it in a figure. A new task is one subclass and one entry in :data:`TASKS`."""
+
+    name: str
+    kind: str
+    template: str
+    n_objects: int  # unique objects named by the template (A, B, ...)
+    extra_names: int = 0  # further unique objects drawn (nearest_object: its four options)
+
+    # -- the question
+
+    def names(self, p: dict) -> list[str]:
+        """The objects the question is about, in the order it names them."""
+        return list(p["objects"])
+
+    def unique_names(self, p: dict) -> list[str]:
+        """The names that must be unique categories of the scene (and seen in the frames)."""
+        return self.names(p)
+
+    def params(self, objects: Sequence[str], variant: str | None) -> dict:
+        return {"objects": list(objects)}
+
+    def text(self, objects: Sequence[str], variant: str | None) -> str:
+        return self.template.format(**dict(zip("ABCD", objects, strict=False)), side=variant)
+
+    def option_pool(self, pool: Sequence[str]) -> list[str]:
+        """The option labels before shuffling (multiple choice): the four quadrants."""
+        return list(geo.QUADRANTS)
+
+    def draw(
+        self, unique: list[str], categories: list[str], scene: CogMap, rng: random.Random
+    ) -> tuple[list[str], str | None, list[str]] | None:
+        """Random objects, variant and option names for one attempt; None when the scene has too
+        few unique objects."""
+        need = self.n_objects + self.extra_names
+        if len(unique) < need:
+            return None
+        picked = rng.sample(unique, need)
+        return picked[: self.n_objects], self.variant(rng), picked[self.n_objects :]
+
+    def variant(self, rng: random.Random) -> str | None:
         return None
-    f = geo.unit(geo.sub(c[1], c[0]))
-    return _local_quadrant(geo.sub(c[2], c[3]), f, geo.right_of(f), {"centers": c})
+
+    # -- the answer
+
+    def compute(self, p: dict, cm: CogMap) -> Computed:
+        """(result, facts): the quadrant label, chosen option or number, and the intermediate
+        quantities the think prints; None when the map lacks an object the question names."""
+        raise NotImplementedError
+
+    def format_number(self, value: float) -> str:
+        """A numerical answer as text: meters with two decimals."""
+        return f"{value:.2f}"
+
+    def think(self, names: list[str], p: dict, f: Facts, result: object, answer: str) -> list[str]:
+        raise NotImplementedError
+
+    def problems(self, p: dict, exact: tuple[object, Facts]) -> list[str]:
+        """The task's own well-posedness rules on the exact answer (spec section 2)."""
+        return []
+
+    def vectors(self, p: dict, cm: CogMap) -> list[Arrow]:
+        """The arrows that explain the question: (start, end, label) in the map frame (m)."""
+        return []
 
 
-def _horizontal(p: dict, cm: CogMap) -> Computed:
-    c = _centers(cm, p["objects"])
-    if c is None or geo.norm(geo.sub(c[1], c[0])) == 0:
-        return None
-    r = geo.unit(geo.sub(c[1], c[0]))
-    if p["variant"] == "left":
-        r = (-r[0], -r[1])
-    return _local_quadrant(geo.sub(c[2], c[3]), geo.forward_of(r), r, {"centers": c})
+def _centroid_line(names: list[str], centers: list[geo.Vec]) -> str:
+    cents = "; ".join(f"{n} {_p(c)}" for n, c in zip(names, centers, strict=True))
+    return f"Centroids from the map: {cents}."
 
 
-def _relative(p: dict, cm: CogMap) -> Computed:
-    c = _centers(cm, p["objects"])
-    if c is None:
-        return None
-    return _local_quadrant(geo.sub(c[0], c[1]), (0.0, 1.0), (1.0, 0.0), {"centers": c})
+@dataclass(frozen=True)
+class _Direction(Task):
+    """Where object C lies from D in a local frame (forward f, right r): a quadrant option."""
+
+    def frame_lines(self, names: list[str], p: dict, f: Facts) -> list[str]:
+        raise NotImplementedError
+
+    def think(self, names, p, f, result, answer):
+        c, d = names[-2], names[-1]
+        return [
+            _centroid_line(names, f["centers"]),
+            *self.frame_lines(names, p, f),
+            f"v = {c} - {d} = {_p(f['v'])}.",
+            f"v.f = {_sign(f['vf'], 'front', 'back')}; v.r = {_sign(f['vr'], 'right', 'left')}.",
+            f"The {c} is {result} of the {d}: option {answer}.",
+        ]
+
+    def problems(self, p, exact):
+        facts = exact[1]
+        c = facts["centers"]
+        bound = geo.perturbation_deg(geo.norm(facts["v"]), ROUNDING_SHIFT)
+        if self.n_objects == 4:  # the frame's own axis moves with rounding too
+            bound += geo.perturbation_deg(geo.norm(geo.sub(c[1], c[0])), ROUNDING_SHIFT)
+        margin = geo.boundary_margin_deg(facts["v"], facts["f"])
+        if margin < MIN_MARGIN_DEG + bound:
+            return [
+                f"direction is {margin:.1f} deg from a quadrant boundary (needs {MIN_MARGIN_DEG + bound:.1f})"
+            ]
+        return []
+
+    def centers(self, p: dict, cm: CogMap) -> list[geo.Vec] | None:
+        return _centers(cm, p["objects"])
 
 
-def _min_distance(p: dict, cm: CogMap) -> Computed:
-    a, b = (cm.find(n) for n in p["objects"])
-    if a is None or b is None:
-        return None
-    return geo.closest_distance(a.bbox, b.bbox), {"boxes": (a.bbox, b.bbox)}
+@dataclass(frozen=True)
+class _Vertical(_Direction):
+    def compute(self, p, cm):
+        c = _centers(cm, p["objects"])
+        if c is None or geo.norm(geo.sub(c[1], c[0])) == 0:
+            return None
+        f = geo.unit(geo.sub(c[1], c[0]))
+        return _local_quadrant(geo.sub(c[2], c[3]), f, geo.right_of(f), {"centers": c})
+
+    def frame_lines(self, names, p, f):
+        a, b = names[0], names[1]
+        return [
+            f"Forward f = unit({b} - {a}) = {_p(f['f'])}; right r = (f_y, -f_x) = {_p(f['r'])}."
+        ]
+
+    def vectors(self, p, cm):
+        pts = self.centers(p, cm)
+        return (
+            []
+            if pts is None
+            else [(pts[0], pts[1], "forward"), (pts[3], pts[2], "vector to evaluate")]
+        )
 
 
-def _object_size(p: dict, cm: CogMap) -> Computed:
-    a = cm.find(p["objects"][0])
-    if a is None:
-        return None
-    return geo.max_dimension(a.bbox), {"box": a.bbox}
+@dataclass(frozen=True)
+class _Horizontal(_Direction):
+    def params(self, objects, variant):
+        if variant not in ("left", "right"):
+            raise ValueError(
+                f"horizontal_direction needs variant 'left' or 'right', got {variant!r}"
+            )
+        return {"objects": list(objects), "variant": variant}
+
+    def variant(self, rng):
+        return rng.choice(("left", "right"))
+
+    def compute(self, p, cm):
+        c = _centers(cm, p["objects"])
+        if c is None or geo.norm(geo.sub(c[1], c[0])) == 0:
+            return None
+        r = geo.unit(geo.sub(c[1], c[0]))
+        if p["variant"] == "left":
+            r = (-r[0], -r[1])
+        return _local_quadrant(geo.sub(c[2], c[3]), geo.forward_of(r), r, {"centers": c})
+
+    def frame_lines(self, names, p, f):
+        a, b = names[0], names[1]
+        sign = "" if p["variant"] == "right" else "-"
+        return [
+            f"The {b} is to the {p['variant']} of the {a}, so right r = {sign}unit({b} - {a})"
+            f" = {_p(f['r'])}; forward f = (-r_y, r_x) = {_p(f['f'])}."
+        ]
+
+    def vectors(self, p, cm):
+        pts = self.centers(p, cm)
+        label = "right" if p.get("variant") == "right" else "left"
+        return (
+            [] if pts is None else [(pts[0], pts[1], label), (pts[3], pts[2], "vector to evaluate")]
+        )
 
 
-def _object_count(p: dict, cm: CogMap) -> Computed:
-    return cm.count(p["category"]), {}
+@dataclass(frozen=True)
+class _Relative(_Direction):
+    def compute(self, p, cm):
+        c = _centers(cm, p["objects"])
+        if c is None:
+            return None
+        return _local_quadrant(geo.sub(c[0], c[1]), (0.0, 1.0), (1.0, 0.0), {"centers": c})
+
+    def frame_lines(self, names, p, f):
+        return ["In the camera frame forward f = (0, 1) and right r = (1, 0)."]
+
+    def vectors(self, p, cm):
+        pts = self.centers(p, cm)
+        return [] if pts is None else [(pts[1], pts[0], "vector to evaluate")]
 
 
-def _nearest(p: dict, cm: CogMap) -> Computed:
-    c = _centers(cm, [p["objects"][0], *p["options"]])
-    if c is None:
-        return None
-    dists = [geo.norm(geo.sub(x, c[0])) for x in c[1:]]
-    best = min(range(len(dists)), key=dists.__getitem__)
-    return p["options"][best], {"centers": c, "dists": dists}
+@dataclass(frozen=True)
+class _Nearest(Task):
+    """Which of four named objects has the nearest center to a reference object."""
+
+    def names(self, p):
+        return [*p["objects"], *p["options"]]
+
+    def option_pool(self, pool):
+        return list(pool)
+
+    def compute(self, p, cm):
+        c = _centers(cm, [p["objects"][0], *p["options"]])
+        if c is None:
+            return None
+        dists = [geo.norm(geo.sub(x, c[0])) for x in c[1:]]
+        best = min(range(len(dists)), key=dists.__getitem__)
+        return p["options"][best], {"centers": c, "dists": dists}
+
+    def think(self, names, p, f, result, answer):
+        dists = ", ".join(f"{n} {d:.2f} m" for n, d in zip(p["options"], f["dists"], strict=True))
+        return [
+            _centroid_line(names, f["centers"]),
+            f"Distances from the {names[0]}: {dists}.",
+            f"Nearest: {result}, option {answer}.",
+        ]
+
+    def problems(self, p, exact):
+        gap = sorted(exact[1]["dists"])
+        if gap[1] - gap[0] < NEAREST_MIN_GAP:
+            return [f"nearest and second-nearest differ by {gap[1] - gap[0]:.2f} m"]
+        return []
+
+    def vectors(self, p, cm):
+        ref = cm.find(p["objects"][0])
+        if ref is None:
+            return []
+        found = (cm.find(n) for n in p["options"])
+        return [(ref.center, o.center, "") for o in found if o is not None]
 
 
-_COMPUTE: dict[str, Callable[[dict, CogMap], Computed]] = {
-    "vertical_direction": _vertical,
-    "horizontal_direction": _horizontal,
-    "relative_direction": _relative,
-    "min_distance": _min_distance,
-    "object_size": _object_size,
-    "object_count": _object_count,
-    "nearest_object": _nearest,
+@dataclass(frozen=True)
+class _MinDistance(Task):
+    """The closest-point distance between two footprints (m)."""
+
+    def compute(self, p, cm):
+        a, b = (cm.find(n) for n in p["objects"])
+        if a is None or b is None:
+            return None
+        return geo.closest_distance(a.bbox, b.bbox), {"boxes": (a.bbox, b.bbox)}
+
+    def think(self, names, p, f, result, answer):
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = f["boxes"]
+        dx = max(0.0, bx0 - ax1, ax0 - bx1)
+        dy = max(0.0, by0 - ay1, ay0 - by1)
+        return [
+            f"{names[0]} spans x [{ax0:.1f}, {ax1:.1f}], y [{ay0:.1f}, {ay1:.1f}]; "
+            f"{names[1]} spans x [{bx0:.1f}, {bx1:.1f}], y [{by0:.1f}, {by1:.1f}].",
+            f"Gap along x = {dx:.2f} m, gap along y = {dy:.2f} m.",
+            f"Closest-point distance = sqrt({dx:.2f}^2 + {dy:.2f}^2) = {answer} m.",
+        ]
+
+    def problems(self, p, exact):
+        value = float(exact[0])  # type: ignore[arg-type]
+        if value < MIN_DISTANCE_M:
+            return [f"distance {value:.2f} m is below {MIN_DISTANCE_M} m"]
+        return []
+
+    def vectors(self, p, cm):
+        a, b = (cm.find(n) for n in p["objects"])
+        if a is None or b is None:
+            return []
+        start, end = geo.closest_points(a.bbox, b.bbox)
+        return [(start, end, "closest points")]
+
+
+@dataclass(frozen=True)
+class _ObjectSize(Task):
+    """The larger side of a footprint (m)."""
+
+    def compute(self, p, cm):
+        a = cm.find(p["objects"][0])
+        if a is None:
+            return None
+        return geo.max_dimension(a.bbox), {"box": a.bbox}
+
+    def think(self, names, p, f, result, answer):
+        x0, y0, x1, y1 = f["box"]
+        return [
+            f"{names[0]}: width = {x1:.1f} - {_paren(x0)} = {x1 - x0:.2f} m, "
+            f"length = {y1:.1f} - {_paren(y0)} = {y1 - y0:.2f} m.",
+            f"Maximum dimension = {answer} m.",
+        ]
+
+
+@dataclass(frozen=True)
+class _ObjectCount(Task):
+    """How many objects of a category the scene holds."""
+
+    def names(self, p):
+        return [p["category"]]
+
+    def unique_names(self, p):
+        return []  # the point of the question: a category with several instances
+
+    def params(self, objects, variant):
+        return {"category": objects[0]}
+
+    def text(self, objects, variant):
+        return self.template.format(category=objects[0])
+
+    def draw(self, unique, categories, scene, rng):
+        if not categories:
+            return None
+        # pick the count first, then a category with it: answers spread over 1, 2, 3, ...
+        by_count: dict[int, list[str]] = {}
+        for c in categories:
+            by_count.setdefault(scene.count(c), []).append(c)
+        pool = by_count[rng.choice(sorted(by_count))]
+        return [rng.choice(pool)], None, []
+
+    def compute(self, p, cm):
+        return cm.count(p["category"]), {}
+
+    def format_number(self, value):
+        return str(int(value))
+
+    def think(self, names, p, f, result, answer):
+        return [f"The map lists {answer} '{p['category']}' object(s)."]
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        _Vertical(
+            "vertical_direction",
+            MC,
+            "Considering the vector from {A} to {B} as the 'forward/backward' direction, "
+            "how is the {C} positioned relative to the {D}?",
+            4,
+        ),
+        _Horizontal(
+            "horizontal_direction",
+            MC,
+            "If the {B} is directly to the {side} of the {A}, "
+            "what is the direction of the {C} from the {D}?",
+            4,
+        ),
+        _MinDistance(
+            "min_distance",
+            NUMERICAL,
+            "Measuring from the closest points between the two objects, what is the distance "
+            "between the {A} and the {B} in meters?",
+            2,
+        ),
+        _ObjectSize(
+            "object_size",
+            NUMERICAL,
+            "What is the maximum dimension (either width or length) of the {A} in meters?",
+            1,
+        ),
+        _Relative(
+            "relative_direction",
+            MC,
+            "From the camera's perspective, what is the direction of the {A} from the {B}?",
+            2,
+        ),
+        _ObjectCount(
+            "object_count", NUMERICAL, "How many '{category}' objects are there in this scene?", 0
+        ),
+        _Nearest(
+            "nearest_object",
+            MC,
+            "Considering the center point of the {A} as a reference point, which of these "
+            "objects has the nearest center point to it?",
+            1,
+            extra_names=4,
+        ),
+    )
 }
 
 
 def _compute(task: str, params: dict, cogmap: CogMap) -> Computed:
-    if task not in _COMPUTE:
+    if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    return _COMPUTE[task](params, cogmap)
+    return TASKS[task].compute(params, cogmap)
 
 
 def format_number(task: str, value: float) -> str:
     """Numerical answers as text: counts as integers, meters with two decimals."""
-    return str(int(value)) if task == "object_count" else f"{value:.2f}"
+    return TASKS[task].format_number(value)
 
 
 def _as_answer(task: str, params: dict, result: object) -> str:
     if TASKS[task].kind == MC:
         return LETTERS[list(params["options"]).index(result)]
-    return format_number(task, float(result))
+    return format_number(task, float(result))  # type: ignore[arg-type]
 
 
 def solve(task: str, params: dict, cogmap: CogMap) -> str | None:
@@ -283,94 +542,18 @@ def solve_value(task: str, params: dict, cogmap: CogMap) -> float | str | None:
     return None if computed is None else computed[0]  # type: ignore[return-value]
 
 
-# ---------------------------------------------------------------------------------------------
-# Think: the computation spelled out with the map's own (rounded) numbers
-
-
-def _p(v: geo.Vec) -> str:
-    return f"({v[0]:.2f}, {v[1]:.2f})"
-
-
-def _paren(x: float) -> str:
-    return f"({x:.1f})" if x < 0 else f"{x:.1f}"
-
-
-def _sign(x: float, pos: str, neg: str) -> str:
-    return f"{x:.2f} > 0, so {pos}" if x > 0 else f"{x:.2f} <= 0, so {neg}"
-
-
 def write_think(task: str, params: dict, cogmap: CogMap) -> str:
-    """The step-by-step computation over ``cogmap`` that ends in :func:`solve`'s answer.
+    """The step-by-step computation over ``cogmap`` that ends in :func:`solve`'s answer, spelled
+    out with the map's own (rounded) numbers.
 
     Raises ValueError when the map lacks an object the question names.
     """
     computed = _compute(task, params, cogmap)
     if computed is None:
         raise ValueError(f"the map lacks an object named by the {task} question")
-    result, f = computed
-    names = question_names(task, params)
+    result, facts = computed
     answer = _as_answer(task, params, result)
-    if task in (
-        "vertical_direction",
-        "horizontal_direction",
-        "relative_direction",
-        "nearest_object",
-    ):
-        cents = "; ".join(f"{n} {_p(c)}" for n, c in zip(names, f["centers"], strict=True))
-        head = f"Centroids from the map: {cents}."
-    if task == "vertical_direction":
-        a, b, c, d = names
-        lines = [
-            head,
-            f"Forward f = unit({b} - {a}) = {_p(f['f'])}; right r = (f_y, -f_x) = {_p(f['r'])}.",
-        ]
-    elif task == "horizontal_direction":
-        a, b, c, d = names
-        sign = "" if params["variant"] == "right" else "-"
-        lines = [
-            head,
-            f"The {b} is to the {params['variant']} of the {a}, so right r = {sign}unit({b} - {a})"
-            f" = {_p(f['r'])}; forward f = (-r_y, r_x) = {_p(f['f'])}.",
-        ]
-    elif task == "relative_direction":
-        c, d = names
-        lines = [head, "In the camera frame forward f = (0, 1) and right r = (1, 0)."]
-    if TASKS[task].kind == MC and task != "nearest_object":
-        lines += [
-            f"v = {c} - {d} = {_p(f['v'])}.",
-            f"v.f = {_sign(f['vf'], 'front', 'back')}; v.r = {_sign(f['vr'], 'right', 'left')}.",
-            f"The {c} is {result} of the {d}: option {answer}.",
-        ]
-    elif task == "nearest_object":
-        ref = names[0]
-        dists = ", ".join(
-            f"{n} {d:.2f} m" for n, d in zip(params["options"], f["dists"], strict=True)
-        )
-        lines = [
-            head,
-            f"Distances from the {ref}: {dists}.",
-            f"Nearest: {result}, option {answer}.",
-        ]
-    elif task == "min_distance":
-        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = f["boxes"]
-        dx = max(0.0, bx0 - ax1, ax0 - bx1)
-        dy = max(0.0, by0 - ay1, ay0 - by1)
-        lines = [
-            f"{names[0]} spans x [{ax0:.1f}, {ax1:.1f}], y [{ay0:.1f}, {ay1:.1f}]; "
-            f"{names[1]} spans x [{bx0:.1f}, {bx1:.1f}], y [{by0:.1f}, {by1:.1f}].",
-            f"Gap along x = {dx:.2f} m, gap along y = {dy:.2f} m.",
-            f"Closest-point distance = sqrt({dx:.2f}^2 + {dy:.2f}^2) = {answer} m.",
-        ]
-    elif task == "object_size":
-        x0, y0, x1, y1 = f["box"]
-        lines = [
-            f"{names[0]}: width = {x1:.1f} - {_paren(x0)} = {x1 - x0:.2f} m, "
-            f"length = {y1:.1f} - {_paren(y0)} = {y1 - y0:.2f} m.",
-            f"Maximum dimension = {answer} m.",
-        ]
-    elif task == "object_count":
-        lines = [f"The map lists {answer} '{params['category']}' object(s)."]
-    return " ".join(lines)
+    return " ".join(TASKS[task].think(question_names(task, params), params, facts, result, answer))
 
 
 def make_target(question: Question, scene: CogMap) -> str:
@@ -415,22 +598,10 @@ def make_question(
     Options are shuffled with ``rng``: the four quadrant labels, or for nearest_object the four
     names in ``option_pool``. ``variant`` is 'left' or 'right' for horizontal_direction.
     """
-    spec = TASKS[task]
-    params: dict = {}
-    if task == "object_count":
-        params["category"] = objects[0]
-        text = spec.template.format(category=objects[0])
-    else:
-        params["objects"] = list(objects)
-        text = spec.template.format(**dict(zip("ABCD", objects, strict=False)), side=variant)
-    if task == "horizontal_direction":
-        if variant not in ("left", "right"):
-            raise ValueError(
-                f"horizontal_direction needs variant 'left' or 'right', got {variant!r}"
-            )
-        params["variant"] = variant
-    if spec.kind == MC:
-        pool = list(option_pool) if task == "nearest_object" else list(geo.QUADRANTS)
+    t = TASKS[task]
+    params, text = t.params(objects, variant), t.text(objects, variant)
+    if t.kind == MC:
+        pool = t.option_pool(option_pool)
         rng.shuffle(pool)
         params["options"] = pool
     answer = solve(task, params, scene)
@@ -448,8 +619,9 @@ def check_well_posed(
     least one sampled frame (None skips that rule; count questions are exempt from it).
     """
     task, p = question.task, question.params
+    t = TASKS[task]
     problems = []
-    named = [] if task == "object_count" else question_names(task, p)
+    named = t.unique_names(p)
     for n in named:
         if scene.count(n) != 1:
             problems.append(f"{n!r} is not a unique category in the scene")
@@ -462,37 +634,18 @@ def check_well_posed(
         return ["the scene lacks an object the question names"]
     shown = relevant_map(task, p, scene).rounded()
     from_map = solve_value(task, p, shown)
-    if TASKS[task].kind == MC:
+    if t.kind == MC:
         if from_map != exact[0]:
             problems.append("the 0.1 m map gives a different answer")
-        if task == "nearest_object":
-            gap = sorted(exact[1]["dists"])
-            if gap[1] - gap[0] < NEAREST_MIN_GAP:
-                problems.append(f"nearest and second-nearest differ by {gap[1] - gap[0]:.2f} m")
-        else:
-            problems += _direction_problems(task, exact[1])
+        problems += t.problems(p, exact)
     else:
         value = float(exact[0])
-        if task == "min_distance" and value < MIN_DISTANCE_M:
-            problems.append(f"distance {value:.2f} m is below {MIN_DISTANCE_M} m")
+        problems += t.problems(p, exact)
         shown_value = float(format_number(task, float(from_map)))  # as the target writes it
         err = abs(shown_value - value) / abs(value) if value else abs(shown_value)
         if err >= MAX_MAP_REL_ERROR:
             problems.append(f"the 0.1 m map answer is {err:.1%} off the exact answer")
     return problems
-
-
-def _direction_problems(task: str, facts: Facts) -> list[str]:
-    c = facts["centers"]
-    bound = geo.perturbation_deg(geo.norm(facts["v"]), ROUNDING_SHIFT)
-    if task != "relative_direction":
-        bound += geo.perturbation_deg(geo.norm(geo.sub(c[1], c[0])), ROUNDING_SHIFT)
-    margin = geo.boundary_margin_deg(facts["v"], facts["f"])
-    if margin < MIN_MARGIN_DEG + bound:
-        return [
-            f"direction is {margin:.1f} deg from a quadrant boundary (needs {MIN_MARGIN_DEG + bound:.1f})"
-        ]
-    return []
 
 
 def generate_question(
@@ -503,7 +656,7 @@ def generate_question(
     tries: int = 100,
 ) -> Question | None:
     """A random well-posed question of ``task`` about ``scene``, or None after ``tries`` attempts."""
-    spec = TASKS[task]
+    t = TASKS[task]
     seen = {name_key(v) for v in visible} if visible is not None else None
     unique = sorted(
         {
@@ -514,24 +667,11 @@ def generate_question(
     )
     categories = sorted({o.name for o in scene})
     for _ in range(tries):
-        if task == "object_count":
-            if not categories:
-                return None
-            # pick the count first, then a category with it: answers spread over 1, 2, 3, ...
-            by_count: dict[int, list[str]] = {}
-            for c in categories:
-                by_count.setdefault(scene.count(c), []).append(c)
-            pool = by_count[rng.choice(sorted(by_count))]
-            q = make_question(task, [rng.choice(pool)], scene, rng)
-        else:
-            need = spec.n_objects + (4 if task == "nearest_object" else 0)
-            if len(unique) < need:
-                return None
-            picked = rng.sample(unique, need)
-            variant = rng.choice(("left", "right")) if task == "horizontal_direction" else None
-            q = make_question(
-                task, picked[: spec.n_objects], scene, rng, variant, picked[spec.n_objects :]
-            )
+        drawn = t.draw(unique, categories, scene, rng)
+        if drawn is None:
+            return None
+        objects, variant, pool = drawn
+        q = make_question(task, objects, scene, rng, variant, pool)
         if not check_well_posed(q, scene, visible):
             return q
     return None
