@@ -191,3 +191,17 @@ def test_notebooks_run_in_file_order_with_their_defaults(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
     assert (tmp_path / "outputs/runs/manual/report.html").is_file()
+
+
+def test_every_profile_parameter_is_declared_by_its_notebook():
+    import papermill as pm
+
+    from v2lo_utils.errors import ParameterError
+    from v2lo_utils.runner import check_profile
+
+    declared = {p.stem: pm.inspect_notebook(str(p)) for p in find_notebooks(ROOT / "notebooks")}
+    for name, profile in load_profiles().items():
+        check_profile(name, profile, declared)  # raises on a misspelled key
+    broken = {"02_sft": {"learning_rat": 0.1}}
+    with pytest.raises(ParameterError, match=r"'learning_rat'.*did you mean 'learning_rate'"):
+        check_profile("demo", broken, declared)

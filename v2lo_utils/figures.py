@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
-from PIL import Image
 
 from . import geometry as geo
 from .cogmap import CogMap
+from .prompting import load_image
 from .questions import QVS_FRAME_SHARES, QVS_TASK_SHARES, TASKS
 
 GT_COLOR = "#2a6fdb"
@@ -28,7 +28,7 @@ def frames_figure(
     root: str | Path, frames: Sequence[str], cols: int = 8, height: int = 180
 ) -> go.Figure:
     """The sampled frames of a clip side by side (``frames`` relative to ``root``)."""
-    images = np.stack([np.asarray(Image.open(Path(root) / f).convert("RGB")) for f in frames])
+    images = np.stack([np.asarray(load_image(Path(root) / f)) for f in frames])
     cols = min(cols, len(frames))
     fig = px.imshow(images, facet_col=0, facet_col_wrap=cols, binary_string=True)
     for i, ann in enumerate(fig.layout.annotations):

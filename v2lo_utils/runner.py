@@ -180,6 +180,29 @@ def check_overrides(overrides: dict, declared: dict[str, dict]) -> None:
                 )
 
 
+def check_profile(name: str, profile: dict, declared: dict[str, dict]) -> None:
+    """Refuse a profile parameter its notebook does not declare (a misspelling in profiles.toml
+    would otherwise be dropped silently): each key of a ``[<profile>."NN_name"]`` table must be a
+    parameter of that notebook, each ``common`` key of at least one. ``declared``: notebook stem
+    -> papermill's ``inspect_notebook`` answer; tables of notebooks not in it are not checked."""
+    every = {p for params in declared.values() for p in params}
+    for table, values in profile.items():
+        if not isinstance(values, dict):
+            continue  # description, pipeline
+        stem = table.partition(":")[0]
+        if table != "common" and stem not in declared:
+            continue
+        known = every if table == "common" else set(declared[stem])
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ParameterError(
+                    f"profiles.toml: [{name}.{table!r}] sets {key!r}, which "
+                    f"{'no notebook' if table == 'common' else stem} declares{hint}"
+                )
+
+
 def _failure(nb: Path, err: Exception, label: str | None = None) -> RunError:
     """The notebook, the failing cell (its position in the source notebook, 1-based, and its
     first line) and the error."""
@@ -224,6 +247,7 @@ def run_profile(
         raise RunError(f"no numbered notebooks in {nb_dir}")
     declared = {p: pm.inspect_notebook(str(p)) for p in dict.fromkeys(s.path for s in steps)}
     check_overrides(overrides or {}, {p.name: d for p, d in declared.items()})
+    check_profile(profile, profiles[profile], {p.stem: d for p, d in declared.items()})
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = (root / runs_dir / (run_id or f"{stamp}-{profile}")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
