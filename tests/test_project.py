@@ -76,3 +76,17 @@ def test_modules_import_only_their_layer_or_below():
                 if layers[target] > layers[name]:
                     upward.append(f"{name} (layer {layers[name]}) imports {target}")
     assert not upward, upward
+
+
+def test_grpo_is_measured_on_the_rows_sft_was(tmp_path):
+    from v2lo_utils.runs import RunFolder, held_out_rows
+
+    rows = [{"id": f"r{i}", "num_frames": 1 + i % 16} for i in range(40)]
+    splits = {"train": rows[:20], "val": rows[20:]}
+    run = RunFolder(tmp_path)
+    first = run.held_out(splits, 5, max_frames=16)
+    assert first == held_out_rows(splits, 5, 16) and len(first) == 5
+    assert all(r in splits["val"] for r in first)
+    run.write_metrics("sft", {"eval_ids": [r["id"] for r in first]})
+    assert run.held_out(splits, 5, max_frames=4) == first  # GRPO keeps SFT's rows
+    assert run.model("sft_merged") == str(tmp_path / "sft_merged") and run.model("tiny") == "tiny"

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,24 @@ def test_core_imports_no_torch():
         "v2lo_utils.cli; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_easyr1_loads_the_reward_by_file_path():
+    """As EasyR1's reward manager does: the file executed by path under another module name.
+    rewards.py cannot be (relative imports); easyr1_reward.py can, and gives the same scores."""
+    import importlib.util
+
+    import v2lo_utils
+
+    def load(path):
+        spec = importlib.util.spec_from_file_location("custom_reward_fn", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.compute_score
+
+    folder = Path(v2lo_utils.__file__).parent
+    with pytest.raises(ImportError, match="relative import"):
+        load(folder / "rewards.py")
+    batch = [{"response": "<map>[]</map><think>t</think><answer>B</answer>", "ground_truth": "B",
+              "response_length": 12}]  # fmt: skip
+    assert load(folder / "easyr1_reward.py")(batch) == compute_score(batch)

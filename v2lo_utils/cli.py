@@ -154,7 +154,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     rows = load_benchmark(args.benchmark)
     if not os.path.isfile(args.predictions):
         raise PredictionsError(f"{args.predictions}: no such predictions file")
-    summary = score_file(rows, args.predictions, n_boot=args.bootstrap, force=args.force)
+    fmt = None if args.format == "auto" else args.format
+    summary = score_file(rows, args.predictions, args.bootstrap, args.force, fmt=fmt)
     print(format_table(summary))
     if args.json:
         out = {k: summary[k] for k in SUMMARY_FIELDS}
@@ -277,10 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--benchmark", required=True, help="folder with qvs_bench.jsonl, or a QVS/VSI file"
     )
-    sp.add_argument("--predictions", required=True, help='JSONL of {"id": ..., "completion": ...}')
+    sp.add_argument(
+        "--predictions",
+        required=True,
+        help='JSONL of {"id", "completion"}, lmms-eval samples or a VLMEvalKit table',
+    )
     sp.add_argument("--json", help="write the summary here")
     sp.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     sp.add_argument("--force", action="store_true", help="score predictions of other rows too")
+    sp.add_argument(
+        "--format",
+        choices=("auto", "v2lo", "lmms-eval", "vlmevalkit"),
+        default="auto",
+        help="predictions layout: this project's JSONL, lmms-eval --log_samples JSONL, or a "
+        "VLMEvalKit table (.xlsx/.tsv/.json); auto detects it",
+    )
     sp.set_defaults(func=cmd_score)
 
     sp = sub.add_parser("eval", help="generate and score a model on a benchmark (resumable)")

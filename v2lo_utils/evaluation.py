@@ -26,6 +26,7 @@ from .benchmark import (
     swap_frames,
 )
 from .errors import PredictionsError
+from .harnesses import read_harness
 from .predictions import (
     append_records,
     claim,
@@ -189,14 +190,17 @@ def score_file(
     n_boot: int = 1000,
     force: bool = False,
     reuse: bool = False,
+    fmt: str | None = None,
 ) -> dict:
-    """Score a predictions file against benchmark rows, counting what the reader met.
+    """Score a predictions file against benchmark rows, counting what the reader met. ``fmt``:
+    the file's layout (the project's JSONL, lmms-eval samples, a VLMEvalKit table; detected when
+    None: :func:`~v2lo_utils.harnesses.read_harness`).
 
     Raises PredictionsError when no record matches a benchmark id, or (unless ``force``) when
     records made by this project answer other rows with the same ids. ``reuse``: records that
     :func:`evaluate_benchmark` scored for these very rows (same ``row_sha``) are used as they are
     (``v2lo score`` re-scores everything: scoring is its job)."""
-    report = read_predictions(path)
+    report = read_harness(path, rows, fmt)
     known = {str(r["id"]) for r in rows}
     if not known & set(report.records):
         raise PredictionsError(

@@ -5,8 +5,8 @@
         predictions/                  report.html    NN_<stage>_metrics.json    run.json, run.log
 
 Notebooks 02-05 and the report find every stage's output here, so profiles hold only what
-differs between them. Training and evaluation before and after a stage use the same seeded
-held-out rows (:func:`held_out_rows`).
+differs between them. Every stage is measured before and after on the same seeded held-out rows
+(:func:`held_out_rows`, and :meth:`RunFolder.held_out` after SFT).
 """
 
 from __future__ import annotations
@@ -93,6 +93,19 @@ class RunFolder:
         """A stage's metrics, or None when that stage has not run here."""
         path = self.metrics_path(name)
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def held_out(
+        self, splits: dict[str, list[dict]], n: int, max_frames: int | None = None
+    ) -> list[dict]:
+        """The rows a stage is measured on: those SFT was measured on in this run (its metrics'
+        ``eval_ids``), so that "after SFT" and "before GRPO" are the same rows; else
+        :func:`held_out_rows`."""
+        ids = (self.read_metrics("sft") or {}).get("eval_ids")
+        if ids:
+            by_id = {r["id"]: r for rows in splits.values() for r in rows}
+            if all(i in by_id for i in ids):
+                return [by_id[i] for i in ids]
+        return held_out_rows(splits, n, max_frames)
 
 
 def _stage(stage: str) -> str:
