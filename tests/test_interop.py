@@ -104,3 +104,55 @@ def test_sixteen_frame_prompts_fit_easyr1s_prompt_length(tmp_path, image_size):
     assert (
         16 * qwen_vision_tokens(image_size, image_size, 262144, 4194304) > data["max_prompt_length"]
     )
+
+
+@pytest.mark.parametrize("fmt", ["trl-grpo", "trl-prompt-completion"])
+def test_trl_exports_load_with_datasets_and_decode_frames(tmp_path, fmt):
+    """TRL reads a JSONL export with ``datasets``; cast as documented, the frames are images
+    (TRL's vLLM path cannot take path strings); prompt/completion rows train on the completion."""
+    from datasets import Image, List, load_dataset
+    from PIL.Image import Image as PILImage
+
+    from v2lo_utils.dataset import write_jsonl
+
+    build_training_set(tmp_path / "d", BuildConfig(scenes=2, seed=4, image_size=56, workers=1))
+    rows = export_rows(read_jsonl(tmp_path / "d" / "train.jsonl"), fmt, tmp_path / "d")
+    write_jsonl(tmp_path / "x.jsonl", rows)
+    ds = load_dataset("json", data_files=str(tmp_path / "x.jsonl"), split="train")
+    ds = ds.cast_column("images", List(Image(mode="RGB")))
+    first = ds[0]
+    assert all(isinstance(im, PILImage) and im.size == (56, 56) for im in first["images"])
+    n_parts = sum(p["type"] == "image" for p in first["prompt"][0]["content"])
+    assert n_parts == len(first["images"])
+    if fmt == "trl-prompt-completion":
+        assert first["completion"][0]["role"] == "assistant"
+
+
+# ms-swift 4.6.0's own SftArguments fields the script sets (swift/arguments: tuner_args.py,
+# base_args/{base_args,model_args,data_args,template_args}.py, sft_args.py; warmup_ratio from
+# swift/trainers/arguments.py, which keeps it after transformers 5.12 deprecated it); the rest
+# come from transformers' Seq2SeqTrainingArguments, checked against the installed transformers
+MS_SWIFT_KEYS = {
+    "model", "dataset", "output_dir", "tuner_type", "lora_rank", "lora_alpha", "target_modules",
+    "freeze_vit", "freeze_aligner", "torch_dtype", "learning_rate", "max_length",
+    "split_dataset_ratio", "warmup_ratio",
+}  # fmt: skip
+
+
+def test_the_ms_swift_script_passes_only_arguments_swift_has():
+    import dataclasses
+    import re
+
+    from transformers import Seq2SeqTrainingArguments
+
+    script = (ROOT / "configs" / "ms_swift_sft.sh").read_text()
+    flags = set(re.findall(r"^\s+--(\w+)", script, re.M))
+    trainer = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
+    assert flags - MS_SWIFT_KEYS <= trainer, flags - MS_SWIFT_KEYS - trainer
+    assert "train_type" not in flags  # ms-swift 4 renamed it tuner_type
+    values = dict(re.findall(r"^\s+--(\w+) (\S+)", script, re.M))
+    assert (values["lora_rank"], values["lora_alpha"], values["learning_rate"]) == (
+        "64",
+        "128",
+        "1e-4",
+    )

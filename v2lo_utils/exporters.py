@@ -114,6 +114,16 @@ FIELDS: dict[str, tuple[str, ...]] = {
 GRID_FIELDS = ("task", "question", "answer", "params", "map", "map_extent")
 
 
+def trl_dataset(rows: list[dict]):
+    """A ``datasets.Dataset`` of exported TRL rows whose ``images`` column is an Image feature:
+    the frame paths decode to RGB PIL images on access, as TRL's trainers (and their vLLM path,
+    which cannot take a path string) want them. Also ``load_dataset("json", ...)`` of an export,
+    then ``.cast_column("images", List(Image(mode="RGB")))``."""
+    from datasets import Dataset, Image, List
+
+    return Dataset.from_list(rows).cast_column("images", List(Image(mode="RGB")))
+
+
 def export_rows(
     rows: Iterable[dict],
     fmt: str,

@@ -16,8 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .exporters import export_rows, trl_dataset
 from .presets import vision_token_ids
-from .prompting import load_image
 from .rewards import PAPER_REWARD_WEIGHTS, accuracy_reward, format_reward, map_reward
 from .training import (
     StageParams,
@@ -50,17 +50,10 @@ class GRPOParams(StageParams):
 
 def grpo_rows(rows: list[dict], root: str | Path, max_frames: int | None = None) -> list[dict]:
     """Dataset rows -> GRPO rows: the user turn as prompt, frame paths, and the reward columns."""
-    from .exporters import export_rows
-
     return [
         {**g, "map": json.dumps(g["map"]), "params": json.dumps(g["params"])}
         for g in export_rows(select_rows(rows, max_frames), "trl-grpo", root)
     ]
-
-
-def _load_images(batch: dict) -> dict:
-    """Dataset transform: frame paths -> RGB PIL images, on access."""
-    return {**batch, "images": [[load_image(p) for p in paths] for paths in batch["images"]]}
 
 
 def accuracy_by_task(completions, answer, task, log_metric=None, **kwargs) -> list[float]:
@@ -128,7 +121,6 @@ class GRPOResult(StageResult):
 def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
     """Run (or resume) GRPO from ``p.model_source`` (the merged SFT model)."""
     import torch
-    from datasets import Dataset as HFDataset
     from trl import GRPOConfig, GRPOTrainer
 
     from .dataset import Dataset
@@ -167,7 +159,7 @@ def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
         args=GRPOConfig(
             **grpo_config_kwargs(p, on_gpu, vision_token_ids(loaded.processor.tokenizer))
         ),
-        train_dataset=HFDataset.from_list(rows).with_transform(_load_images),
+        train_dataset=trl_dataset(rows),
         processing_class=loaded.processor,
         peft_config=peft_config,
         callbacks=[*(callbacks or []), budget],
