@@ -247,7 +247,10 @@ def run_profile(
         raise RunError(f"no numbered notebooks in {nb_dir}")
     declared = {p: pm.inspect_notebook(str(p)) for p in dict.fromkeys(s.path for s in steps)}
     check_overrides(overrides or {}, {p.name: d for p, d in declared.items()})
-    check_profile(profile, profiles[profile], {p.stem: d for p, d in declared.items()})
+    if pipeline is None:  # the profile's own pipeline: its tables must fit its notebooks
+        every = {s.path for s in pipeline_steps(nb_dir, profiles[profile])}
+        known = {p.stem: declared.get(p) or pm.inspect_notebook(str(p)) for p in every}
+        check_profile(profile, profiles[profile], known)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = (root / runs_dir / (run_id or f"{stamp}-{profile}")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
