@@ -366,6 +366,15 @@ def test_resume_refuses_other_generation_settings(qvs, tmp_path):
     assert sorted(gen.seen) == sorted(r["id"] for r in rows[4:])
 
 
+def test_an_emptied_file_takes_new_settings(qvs, tmp_path):
+    rows = read_jsonl(qvs / "qvs_bench.jsonl")[:3]
+    out = tmp_path / "p.jsonl"
+    evaluate(rows, qvs, out, Targets(), max_new_tokens=512)
+    out.write_text("")  # the predictions deleted, their settings file left behind
+    evaluate(rows, qvs, out, Targets(), max_new_tokens=256)
+    assert json.loads((tmp_path / "p.jsonl.meta.json").read_text())["max_new_tokens"] == 256
+
+
 def test_a_foreign_file_is_not_resumed_without_force(qvs, tmp_path):
     rows = read_jsonl(qvs / "qvs_bench.jsonl")
     out = bench_file(tmp_path, [{"id": rows[0]["id"], "completion": "x"}], "p.jsonl")

@@ -157,8 +157,9 @@ def differences(old: Mapping, new: Mapping) -> list[str]:
 
 def claim(path: str | Path, settings: Mapping, has_records: bool, force: bool = False) -> None:
     """Record ``settings`` beside ``path``; refuse (PredictionsError) to add to a file made with
-    other settings, or to a non-empty file made without any, unless ``force``."""
-    old = read_meta(path)
+    other settings, or to a non-empty file made without any, unless ``force``. An empty file
+    takes the new settings whatever was recorded before."""
+    old = read_meta(path) if has_records else None
     if not force:
         if old is None and has_records:
             raise PredictionsError(
