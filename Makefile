@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv browser run test lint format bench gpu-check lab clean
+.PHONY: venv browser run test lint format bench gpu-check interop lab clean
 
 venv: $(VENV)/.installed
 
@@ -56,6 +56,21 @@ gpu-check: $(if $(GPU_PY),,venv)
 	OMP_NUM_THREADS=$(RUN_THREADS) MKL_NUM_THREADS=$(RUN_THREADS) timeout $(GPU_CHECK_SECONDS) \
 	  $(GPY) bench/bench_gpu.py --time-limit $$(( $(GPU_CHECK_SECONDS) - 15 ))
 
+# The export read by the real client's own code, in a venv of its own (ms-swift 4.6.0 pins
+# trl<1.0, peft<0.21, datasets<4.8.5: it cannot live beside the project's set). EasyR1 is not on
+# the package registry and ms-swift's Qwen2.5-VL template needs torchvision and Qwen's tokenizer:
+# those rules are checked from their source by tests/test_interop.py inside `make test`.
+INTEROP_VENV ?= .venv-interop
+MS_SWIFT_VERSION ?= 4.6.0
+interop: venv
+	test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/python -c "import swift" 2>/dev/null || $(INTEROP_VENV)/bin/pip install --quiet \
+	  "torch==$(TORCH_VERSION)" "ms-swift==$(MS_SWIFT_VERSION)"
+	rm -rf outputs/interop
+	$(VENV)/bin/v2lo data build --out outputs/interop/data --scenes 3 --image-size 56 --workers 1
+	$(VENV)/bin/v2lo data export --data outputs/interop/data --format ms-swift --out outputs/interop/swift.jsonl
+	cd outputs/interop && $(abspath $(INTEROP_VENV))/bin/python $(CURDIR)/tests/interop/check_ms_swift.py swift.jsonl
+
 lab: venv
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) notebooks/01_data_inspection.ipynb
 
@@ -73,4 +88,4 @@ bench: venv
 	$(PY) bench/bench_train.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(INTEROP_VENV) .pytest_cache .ruff_cache .hypothesis
