@@ -82,3 +82,15 @@ def test_a_harness_file_matching_nothing_is_an_error(bench, tmp_path, capsys):
     f.write_text(json.dumps({"doc_id": 10_000, "filtered_resps": ["x"]}) + "\n")
     assert main(["score", "--benchmark", str(root), "--predictions", str(f)]) == 2
     assert "no prediction matches a benchmark id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["preds.xlsx", "preds.tsv"])
+def test_vlmevalkit_tables_read_back_as_vlmevalkit_loads_them(bench, tmp_path, name):
+    """VLMEvalKit's `load` reads prediction tables with pandas (read_excel / read_csv with tabs)."""
+    import pandas as pd
+
+    _, rows, records, _ = bench
+    path = write_harness(tmp_path / name, rows, records, "vlmevalkit")
+    table = pd.read_excel(path) if name.endswith(".xlsx") else pd.read_csv(path, sep="\t")
+    assert list(table.columns[:1]) == ["index"] and "prediction" in table.columns
+    assert list(table["prediction"]) == [records[r["id"]]["completion"] for r in rows]
