@@ -166,13 +166,13 @@ def _by_frames(records: Sequence[dict]) -> list[tuple[str, list[dict]]]:
     return sorted(groups.items(), key=lambda kv: (0, int(kv[0])) if kv[0].isdigit() else (1, 0))
 
 
-def headline(records: Sequence[dict]) -> dict:
+def headline(records: Sequence[dict], pooled: dict) -> dict:
     """The headline metrics of scored records (:data:`HEADLINE_KEYS` and a few more), each a
     mean over all records: format compliance, map parse rate, object recall and precision (0 for
-    unparsed maps), center error (m, matched objects) and IoU, answer score, paper reward, the
-    per-axis center correlations and the answers' consistency with the model's own maps."""
+    unparsed maps), center error (m, matched objects) and IoU, answer score, paper reward; and,
+    from ``pooled`` (:func:`map_controls` of their matched objects), the per-axis center
+    correlations and the answers' consistency with the model's own maps."""
     n = len(records)
-    pooled = map_controls(records)
     return {
         "format_rate": sum(r["format_ok"] for r in records) / n if n else 0.0,
         "map_parse_rate": sum(r.get("map") is not None for r in records) / n if n else 0.0,
@@ -214,9 +214,10 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
         }
         for k, rs in _by_frames(mapped)
     }
+    groups = map_by_group(mapped)  # records without a map have no pairs nor consistency
     return {
         "n": len(records),
-        **headline(records),
+        **headline(records, groups["all"]),
         "overall": mean(scores) if scores else 0.0,
         "overall_macro": mean(by_task.values()) if by_task else 0.0,
         "by_task": by_task,
@@ -229,7 +230,7 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
         "map_answer_correlation": pearson(
             [r["map_quality"] for r in mapped], [r["score"] for r in mapped]
         ),
-        "map_by_group": map_by_group(mapped),
+        "map_by_group": groups,
         "ci95": {
             "overall": bootstrap_ci(scores, n_boot, seed),
             "by_task": {t: bootstrap_ci([r["score"] for r in rs], n_boot, seed) for t, rs in tasks},

@@ -31,8 +31,7 @@ from .predictions import (
     append_records,
     claim,
     mismatched_rows,
-    open_for_resume,
-    read_predictions,
+    resume,
     row_fingerprint,
 )
 from .rewards import paper_score
@@ -139,9 +138,10 @@ def evaluate_benchmark(
 
     from .generation import generate_completions
 
-    done = open_for_resume(out_file)
+    found = resume(out_file).records
+    done = set(found)
     claim(out_file, {"max_new_tokens": max_new_tokens, **(settings or {})}, bool(done), force)
-    stale = set(mismatched_rows(rows, read_predictions(out_file).records))
+    stale = set(mismatched_rows(rows, found))
     if stale and not force:
         raise PredictionsError(
             f"{out_file}: {len(stale)} predictions answer other benchmark rows with the same ids "
@@ -247,9 +247,7 @@ def evaluate_models(
     With ``swap``, each model also answers the rows with another scene's frames
     (:func:`~v2lo_utils.benchmark.swap_frames`, ``<label>__swapped_frames.jsonl``), and its
     summary's ``controls.swapped`` holds their map metrics per frame-count group."""
-    import gc
-
-    from .models import load_model, model_fingerprint
+    from .models import free_memory, load_model, model_fingerprint
 
     summaries = {}
     for label, source in models.items():
@@ -291,5 +289,5 @@ def evaluate_models(
             )
             summaries[label]["controls"] = {"swapped": map_by_group(records)}
         del loaded
-        gc.collect()
+        free_memory()
     return summaries

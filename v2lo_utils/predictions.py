@@ -70,19 +70,24 @@ def read_predictions(path: str | Path) -> ReadReport:
     return report
 
 
-def open_for_resume(path: str | Path) -> set[str]:
-    """Ids already in ``path`` (created if missing), after cutting off a partial last line."""
+def resume(path: str | Path) -> ReadReport:
+    """What ``path`` already holds (created if missing), after cutting off a partial last line."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if not p.exists():
         p.touch()
-        return set()
+        return ReadReport()
     data = p.read_bytes()
     keep = data.rfind(b"\n") + 1 if not data.endswith(b"\n") else len(data)
     if keep != len(data):
         with open(p, "r+b") as fh:
             fh.truncate(keep)
-    return set(read_predictions(p).records)
+    return read_predictions(p)
+
+
+def open_for_resume(path: str | Path) -> set[str]:
+    """Ids already in ``path`` (created if missing), after cutting off a partial last line."""
+    return set(resume(path).records)
 
 
 def encode_record(rec: dict) -> bytes:
