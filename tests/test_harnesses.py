@@ -61,11 +61,11 @@ def test_lmms_eval_lines_as_the_harness_writes_them(bench, tmp_path):
         {"doc_id": 2},  # no response
     ]
     f = tmp_path / "samples_qvs.jsonl"
-    f.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    f.write_text("".join(json.dumps(x) + "\n" for x in lines) + "[" * 100_000 + "\n")
     report = read_harness(f, rows)
     assert set(report.records) == {rows[0]["id"], rows[1]["id"]}
     assert report.records[rows[1]["id"]]["completion"] == rows[1]["target"]
-    assert report.bad_lines == [3, 4]
+    assert report.bad_lines == [3, 4, 5]  # line 5: nested too deeply to parse, not a crash
 
 
 def test_vlmevalkit_index_is_an_id_or_a_position(bench, tmp_path):

@@ -4,7 +4,7 @@ A module imports only from its own layer or the ones above it in this map (check
 tests/test_project.py). The core imports nothing but the standard library; the heavier layers
 import numpy, torch, transformers and friends lazily, inside the functions that need them.
 
-    layer 0 core: errors geometry catalog layout cogmap questions scoring rewards schema prompting predictions harnesses benchmark baselines easyr1_reward
+    layer 0 core: errors jsonl geometry catalog layout cogmap questions scoring rewards schema prompting predictions harnesses benchmark baselines easyr1_reward
     layer 1 data: simulator renderer workers loaders dataset exporters thor
     layer 2 models: presets models perception generation training sft grpo merge evaluation
     layer 3 top: runs profiles paths figures explorer report runner cli

@@ -224,6 +224,7 @@ def _image_size(root) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .exporters import FORMATS
+    from .harnesses import FORMATS as PREDICTION_FORMATS
 
     p = argparse.ArgumentParser(prog="v2lo", description="Video2Layout workbook")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -288,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="score predictions of other rows too")
     sp.add_argument(
         "--format",
-        choices=("auto", "v2lo", "lmms-eval", "vlmevalkit"),
+        choices=("auto", *PREDICTION_FORMATS),
         default="auto",
         help="predictions layout: this project's JSONL, lmms-eval --log_samples JSONL, or a "
         "VLMEvalKit table (.xlsx/.tsv/.json); auto detects it",

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import PredictionsError
-from .predictions import ReadReport, read_predictions
+from .jsonl import json_lines
+from .predictions import ReadReport, encode_record, read_predictions
 
 FORMATS = ("v2lo", "lmms-eval", "vlmevalkit")
 TABLE_SUFFIXES = (".xlsx", ".tsv", ".json")
@@ -79,15 +80,8 @@ def _add(report: ReadReport, line: int, key: str | None, completion: str | None)
 
 def _read_lmms_eval(path: Path, rows: Sequence[dict]) -> ReadReport:
     report, ids = ReadReport(), {str(r["id"]) for r in rows}
-    for i, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            report.bad_lines.append(i)
-            continue
-        if not isinstance(rec, dict):
+    for i, rec, problem in json_lines(path.read_bytes()):
+        if problem is not None or not isinstance(rec, dict):
             report.bad_lines.append(i)
             continue
         doc = rec.get("doc") if isinstance(rec.get("doc"), dict) else {}
@@ -169,7 +163,7 @@ def write_harness(
             }
             for i, r, rec in present
         ]
-        p.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), "utf-8")
+        p.write_bytes(b"".join(encode_record(x) for x in lines))
         return p
     if fmt != "vlmevalkit":
         raise PredictionsError(f"{p}: cannot write format {fmt!r}; lmms-eval or vlmevalkit")

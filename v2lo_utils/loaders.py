@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .errors import DataError
+from .jsonl import json_lines
 from .questions import MC, NUMERICAL, TASKS
 from .schema import check_benchmark_row, frame_path_problem
 
@@ -26,18 +27,10 @@ def read_jsonl_rows(path: Path) -> list:
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from err
     rows = []
-    for i, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(
-                f"{path}: line {i}: not UTF-8 (byte {err.start + 1} of the line)"
-            ) from err
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {i}: not valid JSON ({err.msg})") from err
+    for i, value, problem in json_lines(data):
+        if problem is not None:
+            raise DataError(f"{path}: line {i}: {problem}")
+        rows.append(value)
     return rows
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PredictionsError
+from .jsonl import json_lines
 
 META_SUFFIX = ".meta.json"
 
@@ -52,15 +53,8 @@ def read_predictions(path: str | Path) -> ReadReport:
     report = ReadReport()
     with open(path, "rb") as fh:
         data = fh.read()
-    for i, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            report.bad_lines.append(i)
-            continue
-        if record_problem(rec) is not None:
+    for i, rec, problem in json_lines(data):
+        if problem is not None or record_problem(rec) is not None:
             report.bad_lines.append(i)
             continue
         key = str(rec["id"])

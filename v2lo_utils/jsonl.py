@@ -1,0 +1,27 @@
+"""JSON-lines files, read one way everywhere: a value per non-blank line, lines ending at "\\n"
+only (a raw U+2028 inside a string is valid JSON, not a line break). Each reader decides what a
+bad line means: loaders refuse the file, prediction readers count it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+
+def json_lines(data: bytes) -> Iterator[tuple[int, object, str | None]]:
+    """(line number, value, None) for each readable line, (line number, None, why) for each
+    line that is not UTF-8 or not JSON; blank lines are skipped."""
+    for i, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield i, None, f"not UTF-8 (byte {err.start + 1} of the line)"
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line), None
+        except json.JSONDecodeError as err:
+            yield i, None, f"not valid JSON ({err.msg})"
+        except RecursionError:
+            yield i, None, "not valid JSON (nested too deeply)"
