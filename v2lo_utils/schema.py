@@ -8,7 +8,6 @@ number for numerical answers, a ground-truth ``map`` that parses. Each check rai
 
 from __future__ import annotations
 
-import math
 import string
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -16,6 +15,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from .cogmap import CogMap, MapParseError
 from .errors import DataError, where
 from .questions import MC, NUMERICAL, TASKS, solve
+from .scoring import finite_number
 
 LETTERS = string.ascii_uppercase
 
@@ -39,17 +39,6 @@ def frame_path_problem(path: object) -> str | None:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def finite_number(value: object) -> float | None:
-    """``value`` as a finite float (numbers and numeric strings), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        f = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def check_frames(row: Mapping, path: str | Path, i: int) -> None:

@@ -39,12 +39,16 @@ def extract_choice(completion: str) -> str | None:
     return m.group(1).upper() if m else None
 
 
-def _finite(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
+def finite_number(value: object) -> float | None:
+    """``value`` as a finite float (numbers and numeric text, as Python's float() reads them),
+    else None; a bool is no number."""
+    if isinstance(value, bool):
         return None
-    return value if math.isfinite(value) else None
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def extract_number(completion: str) -> float | None:
@@ -54,11 +58,11 @@ def extract_number(completion: str) -> float | None:
     text = answer_text(completion)
     if text is None:
         return None
-    whole = _finite(text)
+    whole = finite_number(text)
     if whole is not None:
         return whole
     m = _NUMBER_RE.search(text)
-    return _finite(m.group(0).replace("\u2212", "-")) if m else None
+    return finite_number(m.group(0).replace("\u2212", "-")) if m else None
 
 
 def mra(pred: float, gt: float) -> float:
