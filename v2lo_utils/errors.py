@@ -11,6 +11,8 @@ Pure: imports nothing of the project.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -32,6 +34,12 @@ class PredictionsError(V2loError, ValueError):
 
 class ParameterError(V2loError, ValueError):
     """An unknown or mistyped parameter; the message names it and what was expected."""
+
+
+def did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.6) -> str:
+    """``"; did you mean 'scenes'?"`` for the known name closest to a misspelled one, else ""."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=cutoff)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def where(

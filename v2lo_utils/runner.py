@@ -12,7 +12,6 @@ run and names the notebook, the cell and the error.
 from __future__ import annotations
 
 import ast
-import difflib
 import json
 import re
 import time
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import ParameterError, V2loError
+from .errors import ParameterError, V2loError, did_you_mean
 from .profiles import load_profiles, notebook_parameters
 from .runs import PIPELINE
 
@@ -159,11 +158,9 @@ def check_overrides(overrides: dict, declared: dict[str, dict]) -> None:
             continue
         owners = [nb for nb, params in declared.items() if key in params]
         if not owners:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ParameterError(
                 f"parameter {key!r}: no notebook of this run declares it "
-                f"({', '.join(declared)}){hint}"
+                f"({', '.join(declared)}){did_you_mean(key, names)}"
             )
         for nb in owners:
             source = declared[nb][key].get("default")
@@ -195,11 +192,10 @@ def check_profile(name: str, profile: dict, declared: dict[str, dict]) -> None:
         known = every if table == "common" else set(declared[stem])
         for key in values:
             if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ParameterError(
                     f"profiles.toml: [{name}.{table!r}] sets {key!r}, which "
-                    f"{'no notebook' if table == 'common' else stem} declares{hint}"
+                    f"{'no notebook' if table == 'common' else stem} declares"
+                    f"{did_you_mean(key, known)}"
                 )
 
 

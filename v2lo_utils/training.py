@@ -6,14 +6,13 @@ per-rank report, and the frame-count filter of training rows.
 
 from __future__ import annotations
 
-import difflib
 import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import ParameterError
+from .errors import ParameterError, did_you_mean
 
 # the language model's linear layers; the vision tower (model.visual) has MLPs of the same names
 LM_LINEAR_REGEX = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -62,11 +61,9 @@ class StageParams:
                 raise ParameterError(f"{cls.__name__} has no field {key!r}")
         for key in values:
             if key not in known and not key.startswith("_"):
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
-                if close:
-                    raise ParameterError(
-                        f"parameter {key!r} is no {cls.__name__} field; did you mean {close[0]!r}?"
-                    )
+                hint = did_you_mean(key, known, cutoff=0.85)
+                if hint:
+                    raise ParameterError(f"parameter {key!r} is no {cls.__name__} field{hint}")
         return cls(**{**{k: v for k, v in values.items() if k in known}, **overrides})
 
     @classmethod
