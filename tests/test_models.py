@@ -50,7 +50,32 @@ def test_tokenizer_and_template(tiny):
     assert type(m.processor).get_attributes() == ["image_processor", "tokenizer"]
     text = '<map>[{"object_name": "sofa", "bbox": [-2.0, 1.6, -1.1, 3.7]}]</map>'
     assert tok.decode(tok(text)["input_ids"]) == text
+    # the map entry's opening, name included, is one token (the lookup's query position)
+    assert '{"object_name": "sofa", "bbox": [' in tok.tokenize(text)
     assert json.loads((tiny / "v2lo_preset.json").read_text())["preset"] == "tiny"
+
+
+def test_preset_loads_with_the_standard_auto_classes(tiny):
+    """The saved tokenizer is a Qwen2Tokenizer that tokenises as the one it was built from (Qwen2's
+    own text pipeline), and the processor files name the stock Qwen2.5-VL processor, with the
+    image settings where transformers 4 reads them."""
+    from transformers import AutoTokenizer
+
+    from v2lo_utils.presets import build_tokenizer, corpus
+
+    built = build_tokenizer(corpus(seed=0), 400)  # the tiny preset's vocabulary, seed 0
+    loaded = AutoTokenizer.from_pretrained(tiny)
+    assert type(loaded).__name__ == "Qwen2Tokenizer"
+    texts = [*corpus(n_scenes=20, seed=5), "Ünïcödé ½ 12.75 m, x ≈ −3.4\n\nok", "  two  spaces"]
+    differ = [t for t in texts if built(t)["input_ids"] != loaded(t)["input_ids"]]
+    assert not differ, differ[:2]
+    tok_cfg = json.loads((tiny / "tokenizer_config.json").read_text())
+    assert tok_cfg["tokenizer_class"] == "Qwen2Tokenizer"
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        assert json.loads((tiny / name).read_text())["processor_class"] == "Qwen2_5_VLProcessor"
+    image = json.loads((tiny / "preprocessor_config.json").read_text())
+    assert image["image_processor_type"] == "Qwen2VLImageProcessor"
+    assert image["min_pixels"] == image["max_pixels"] == 56 * 56
 
 
 def test_coordinate_embeddings_are_smooth_in_the_value(tiny):

@@ -11,8 +11,10 @@ from v2lo_utils.perception import (
     CATEGORY_INDEX,
     N_CAT,
     TOKEN_PX,
+    GroundingExample,
     camera_box,
     grounding_examples,
+    grounding_prompt,
     token_labels,
 )
 from v2lo_utils.renderer import Renderer
@@ -60,7 +62,7 @@ def test_token_labels_hold_each_tokens_objects_boxes_from_the_renderer(frame):
 
 def test_grounding_examples_name_visible_unique_objects_with_their_map_boxes():
     examples = grounding_examples(6, seed=9, size=112)
-    assert examples
+    assert examples and {len(e.names) for e in examples} == {1, 2, 3}
     renderer = Renderer(112, 112)
     for s in range(6):
         scene = make_scene(f"grounding9-{s:05d}", 9)
@@ -68,13 +70,63 @@ def test_grounding_examples_name_visible_unique_objects_with_their_map_boxes():
         frame = renderer.render(scene, clip.poses[0], dense=True)
         truth = scene.gt_map(clip)
         mine = [e for e in examples if (e.image == frame.image).all()]
+        assert sorted(e.names[0] for e in mine) == sorted(
+            o.name
+            for o, px in zip(truth.objects, frame.visible_pixels, strict=True)
+            if px >= 8 and truth.count(o.name) == 1
+        )  # one example per such object, named first
         for e in mine:
-            (obj,) = e.map.objects
-            k = next(i for i, o in enumerate(truth.objects) if o.name == e.name)
-            assert truth.count(e.name) == 1 and frame.visible_pixels[k] >= 8
-            assert (frame.pixel_boxes[k] >= 0).all()  # the renderer has a pixel box for it
-            assert np.allclose(obj.bbox, truth.objects[k].bbox, atol=0.051)  # 0.1 m text
-            assert e.name in e.prompt and e.target.startswith("<map>")
+            assert len(set(e.names)) == len(e.names) and e.target.startswith("<map>")
+            assert all(f"the {n}" in e.prompt for n in e.names)
+            for i, obj in enumerate(e.map.objects):
+                k = next(j for j, o in enumerate(truth.objects) if o.name == obj.name)
+                assert truth.count(obj.name) == 1 and frame.visible_pixels[k] >= 8
+                assert (frame.pixel_boxes[k] >= 0).all()  # the renderer has a pixel box for it
+                assert np.allclose(obj.bbox, truth.objects[k].bbox, atol=0.051)  # 0.1 m text
+                # the lookup's target: each merged token's share of this object's pixels
+                shares = np.array(e.tokens[i]).reshape(4, 4)
+                ids = frame.ids == k
+                for r in range(4):
+                    for c in range(4):
+                        rows, cols = (
+                            slice(r * TOKEN_PX, (r + 1) * TOKEN_PX),
+                            slice(c * TOKEN_PX, (c + 1) * TOKEN_PX),
+                        )
+                        assert shares[r, c] == pytest.approx(ids[rows, cols].mean())
+                assert round(shares.sum() * TOKEN_PX**2) == frame.visible_pixels[k]
+                named = e.named_tokens(i)
+                assert named and all(shares.flat[t] > 0 for t in named)
+
+
+def test_grounding_prompts_name_the_objects_in_the_maps_order():
+    assert grounding_prompt(["sofa"]) == (
+        "Where is the sofa? Its floor box in meters, in <map></map>."
+    )
+    assert grounding_prompt(["sofa", "bed", "box"]).startswith(
+        "Where are the sofa, the bed and the box? Their floor boxes"
+    )
+
+
+def test_named_tokens_fall_back_to_the_best_token():
+    image = np.zeros((1, 1, 3), np.uint8)
+    e = GroundingExample(image, None, ((0.0, 0.01, 0.03, 0.0), (0.2, 0.0, 0.5, 0.06)))
+    assert e.named_tokens(0) == [2]  # none reaches 5%: the one it covers most
+    assert e.named_tokens(1) == [0, 2, 3]
+
+
+def test_lookup_loss_is_minus_log_the_heads_mass_on_the_named_tokens():
+    import torch
+
+    from v2lo_utils.perception import LOOKUP_HEAD, _lookup_loss
+
+    layer, head = LOOKUP_HEAD
+    att = torch.zeros(2, head + 1, 5, 6)
+    att[0, head, 3] = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0, 0.0])
+    att[1, head, 4] = torch.tensor([0.5, 0.0, 0.0, 0.0, 0.25, 0.25])
+    attentions = [att] * (layer + 1)
+    loss = _lookup_loss(attentions, [[(3, [1, 3], [])], [(4, [0], []), (4, [4, 5], [])]])
+    assert float(loss) == pytest.approx(-(np.log(0.6) + np.log(0.5) * 2) / 3, rel=1e-5)
+    assert _lookup_loss(attentions, [[], []]) is None
 
 
 def test_perception_stages_train_their_parts_and_the_preset_reloads(tmp_path):
@@ -91,7 +143,9 @@ def test_perception_stages_train_their_parts_and_the_preset_reloads(tmp_path):
     folder = build_random_model(p, tmp_path / "perceived", "tiny-perception")
     report = json.loads((folder / PERCEPTION_FILE).read_text())
     assert report["vision"]["steps"] == 4 and report["grounding"]["steps"] == 4
-    assert report["grounding_after"]["n"] > 0 and "x0_r" in report["grounding_after"]
+    after = report["grounding_after"]
+    assert after["n"] > 0 and "x0_r" in after and 0 <= after["lookup_attention"] <= 1
+    assert report["grounding"]["final_lookup_loss"] is not None
     a = Qwen2_5_VLForConditionalGeneration.from_pretrained(plain).state_dict()
     b = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a if "visual" in k)  # stage 1 moved it

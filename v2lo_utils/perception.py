@@ -5,9 +5,13 @@ Two stages, run once when a preset is built (``presets.create_preset``) and cach
 1. Vision: the vision tower learns, per merged token (28 x 28 px), which categories it shows and
    where each of those objects lies on the floor. A throwaway linear head regresses the token's
    labels (:func:`token_labels`) from the tower's output; the renderer knows every pixel's object.
-2. Grounding: the whole model learns to answer "Where is the <name>?" with that object's floor
-   box in the map format, from single frames of fresh scenes (:func:`grounding_examples`), the
-   vision tower now fixed. This is the preset's counterpart of the 7B's grounding pretraining.
+2. Grounding: the whole model learns to answer "Where is the <name>?" (or "Where are the <a>,
+   the <b> and the <c>?") with the objects' floor boxes in the map format, from single frames of
+   fresh scenes (:func:`grounding_examples`), the vision tower now fixed. This is the preset's counterpart of the 7B's grounding pretraining.
+   One attention head (``LOOKUP_HEAD``) is also taught where to look: at the position that writes
+   the box, its attention mass on the named object's image tokens is maximised (renderer's
+   per-pixel ids). From the map loss alone it stays at chance (its share of the image tokens)
+   and lateral position is not learned; with it the box is read from the object's tokens.
 
 Boxes are in meters in the frame's own map frame (spec: x to the camera's right, y forward,
 origin at the camera). Each stage reports held-out metrics (``perception.json`` in the preset).
@@ -19,7 +23,9 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,12 +35,15 @@ from .cogmap import CogMap, format_map
 from .renderer import Renderer
 from .simulator import make_scene
 
+if TYPE_CHECKING:
+    import torch
+
 CATEGORY_INDEX = {c.name: i for i, c in enumerate(CATEGORIES)}
 N_CAT = len(CATEGORIES)
 N_LABELS = N_CAT + 4 * N_CAT + 2  # coverage | a box per category | token row, column
 TOKEN_PX = 28  # a merged token: 2 x 2 patches of 14 px
 BOX_SCALE = 4.0  # boxes are regressed in units of 4 m
-GROUNDING_PROMPT = "Where is the {name}? Its floor box in meters, in <map></map>."
+LOOKUP_HEAD = (0, 0)  # (layer, head) of the language model taught to attend to the named object
 
 
 def camera_box(box, pose) -> tuple[float, float, float, float]:
@@ -95,39 +104,82 @@ def vision_examples(
     return out
 
 
+def token_shares(ids: np.ndarray, k: int) -> np.ndarray:
+    """Per merged token of a dense frame's object ids (raster order, as the vision tower emits
+    them), the fraction of its pixels that object ``k`` covers."""
+    g = ids.shape[0] // TOKEN_PX
+    hit = (ids == k).reshape(g, TOKEN_PX, ids.shape[1] // TOKEN_PX, TOKEN_PX)
+    return hit.mean(axis=(1, 3)).reshape(-1)
+
+
 @dataclass(frozen=True)
 class GroundingExample:
-    """One frame, the question about one named object, and the answer (its map, m)."""
+    """One frame, a question naming one to three objects, the answer (their map in the order
+    named, m), and per object the share of each of the frame's merged tokens that it covers
+    (the lookup head's target)."""
 
     image: np.ndarray
-    name: str
     map: CogMap
+    tokens: tuple[tuple[float, ...], ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.map.objects)
 
     @property
     def prompt(self) -> str:
-        return GROUNDING_PROMPT.format(name=self.name)
+        return grounding_prompt(self.names)
 
     @property
     def target(self) -> str:
         return format_map(self.map)
 
+    def named_tokens(self, i: int = 0, min_share: float = 0.05) -> list[int]:
+        """Indices of the image tokens showing object ``i`` (at least ``min_share`` of their
+        pixels; the best one when none reaches it)."""
+        shares = self.tokens[i] if i < len(self.tokens) else ()
+        picked = [t for t, v in enumerate(shares) if v >= min_share]
+        if picked or not shares:
+            return picked
+        return [max(range(len(shares)), key=shares.__getitem__)]
+
+
+def grounding_prompt(names: Sequence[str]) -> str:
+    """ "Where is the X? ..." for one name, "Where are the X, the Y and the Z? ..." for more."""
+    if len(names) == 1:
+        return f"Where is the {names[0]}? Its floor box in meters, in <map></map>."
+    listed = ", the ".join(names[:-1]) + f" and the {names[-1]}"
+    return f"Where are the {listed}? Their floor boxes in meters, in <map></map>."
+
 
 def grounding_examples(
-    n_scenes: int, seed: int, size: int, min_pixels: int = 8
+    n_scenes: int, seed: int, size: int, min_pixels: int = 8, most: int = 3
 ) -> list[GroundingExample]:
-    """For the first frame of each of ``n_scenes`` fresh scenes: one example per object that the
-    frame shows (at least ``min_pixels`` pixels) and that is the only one of its category, its
-    box the ground truth of the clip's map frame (the first frame's, 1 cm)."""
+    """For the first frame of each of ``n_scenes`` fresh scenes, the objects it shows (at least
+    ``min_pixels`` pixels) that are the only ones of their category; one example per such object,
+    naming it first and then up to ``most - 1`` others of them (seeded count and choice). Boxes
+    are the ground truth of the clip's map frame (the first frame's, 1 cm); each named object
+    comes with the share of each merged token it covers. Naming several trains what question
+    maps need: copying each named object into the map, and reading its box from its tokens."""
     renderer = Renderer(size, size)
+    rng = random.Random(f"v2lo-grounding-examples:{seed}")
     out = []
     for s in range(n_scenes):
         scene = make_scene(f"grounding{seed}-{s:05d}", seed)
         clip = scene.clips[0]
-        frame = renderer.render(scene, clip.poses[0])
+        frame = renderer.render(scene, clip.poses[0], dense=True)
         truth = scene.gt_map(clip)
-        for obj, pixels in zip(truth.objects, frame.visible_pixels, strict=True):
-            if pixels >= min_pixels and truth.count(obj.name) == 1:
-                out.append(GroundingExample(frame.image, obj.name, CogMap((obj,)).rounded()))
+        shown = [
+            k
+            for k, (obj, pixels) in enumerate(zip(truth.objects, frame.visible_pixels, strict=True))
+            if pixels >= min_pixels and truth.count(obj.name) == 1
+        ]
+        for k in shown:
+            others = [j for j in shown if j != k]
+            picked = [k, *rng.sample(others, min(len(others), rng.randrange(most)))]
+            objects = CogMap(tuple(truth.objects[j] for j in picked)).rounded()
+            shares = tuple(tuple(float(v) for v in token_shares(frame.ids, j)) for j in picked)
+            out.append(GroundingExample(frame.image, objects, shares))
     return out
 
 
@@ -221,10 +273,64 @@ def _sft_rows(examples: Sequence[GroundingExample]) -> list[dict]:
     ]
 
 
+@contextmanager
+def _eager_attention(model):
+    """Switch ``model`` to the eager attention kernel (the one that returns attention weights)
+    for the duration; restored after."""
+    configs = {
+        id(m.config): m.config
+        for m in model.modules()
+        if hasattr(getattr(m, "config", None), "_attn_implementation")
+    }
+    saved = {k: c._attn_implementation for k, c in configs.items()}
+    for c in configs.values():
+        c._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        for k, c in configs.items():
+            c._attn_implementation = saved[k]
+
+
+def _lookup(batch, examples: Sequence[GroundingExample], image_token_id: int, coord_ids: set):
+    """Per row, per named object: the position whose logits give the object's first coordinate
+    (the token before it: the map entry's opening, which holds the name), the positions of the
+    image tokens showing the object, and the positions of its coordinates in the labels."""
+    out = []
+    for j, e in enumerate(examples):
+        labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
+        coords = [p for p, t in enumerate(labels) if t in coord_ids]
+        image = [p for p, t in enumerate(ids) if t == image_token_id]
+        row = []
+        for i in range(len(e.names)):
+            named = [image[t] for t in e.named_tokens(i) if t < len(image)]
+            if named and len(coords) >= 4 * i + 2:
+                row.append((coords[4 * i] - 1, named, coords[4 * i : 4 * i + 2]))
+        out.append(row)
+    return out
+
+
+def _lookup_loss(attentions, where) -> torch.Tensor | None:
+    """Mean over named objects of -log(the lookup head's attention mass on the object's tokens
+    at the position writing its first coordinate)."""
+    import torch
+
+    layer, head = LOOKUP_HEAD
+    att = attentions[layer][:, head]
+    terms = [
+        -torch.log(att[j, q, named].sum() + 1e-6)
+        for j, row in enumerate(where)
+        for q, named, _ in row
+    ]
+    return torch.stack(terms).mean() if terms else None
+
+
 def grounding_probe(model, processor, examples: Sequence[GroundingExample], batch: int = 16):
-    """Held-out grounding, teacher-forced: the model's expected value of the first box corner
-    (x0, y0) over the coordinate tokens, against the truth; Pearson r per axis, the mean corner
-    error (m) and that of the training-free prior (every corner at the held-out mean)."""
+    """Held-out grounding, teacher-forced, over every named object: the model's expected value
+    of the first box corner (x0, y0) over the coordinate tokens, against the truth; Pearson r
+    per axis, the mean corner error (m) and that of the training-free prior (every corner at the
+    held-out mean); and the lookup head's attention mass on the named object's tokens with the
+    share of the image tokens they are (what uniform attention would give)."""
     import torch
 
     from .presets import COORD_TOKENS
@@ -236,20 +342,22 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
     is_coord = set(coord_ids)
     collate = FrameLoadingCollator(processor)
     rows = _sft_rows(examples)
-    pred, true = [], []
+    pred, true, mass, chance = [], [], [], []
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _eager_attention(model):
         for i in range(0, len(rows), batch):
             b = collate(rows[i : i + batch])
-            logits = model(**{k: v for k, v in b.items() if k != "labels"}).logits
-            for j, e in enumerate(examples[i : i + batch]):
-                labels = b["labels"][j].tolist()
-                pos = [p for p, t in enumerate(labels) if t in is_coord][:2]
-                if len(pos) < 2:
-                    continue
-                probs = torch.softmax(logits[j, [p - 1 for p in pos]][:, coord_ids].float(), -1)
-                pred.append((probs @ values).tolist())
-                true.append(list(e.map.objects[0].bbox[:2]))
+            chunk = examples[i : i + batch]
+            out = model(**{k: v for k, v in b.items() if k != "labels"}, output_attentions=True)
+            att = out.attentions[LOOKUP_HEAD[0]][:, LOOKUP_HEAD[1]]
+            where = _lookup(b, chunk, model.config.image_token_id, is_coord)
+            for j, (e, row) in enumerate(zip(chunk, where, strict=True)):
+                for i, (q, named, xy) in enumerate(row):
+                    mass.append(float(att[j, q, named].sum()))
+                    chance.append(len(named) / len(e.tokens[i]))
+                    probs = torch.softmax(out.logits[j, [p - 1 for p in xy]][:, coord_ids], -1)
+                    pred.append((probs @ values).tolist())
+                    true.append(list(e.map.objects[i].bbox[:2]))
     p, t = np.array(pred), np.array(true)
     if len(p) == 0:
         return {"n": 0}
@@ -259,6 +367,8 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
         "y0_r": _r(p[:, 1], t[:, 1]),
         "corner_error_m": float(np.linalg.norm(p - t, axis=1).mean()),
         "prior_error_m": float(np.linalg.norm(t - t.mean(0), axis=1).mean()),
+        "lookup_attention": float(np.mean(mass)),
+        "lookup_uniform": float(np.mean(chance)),
     }
 
 
@@ -271,12 +381,14 @@ def train_grounding(
     lr: float = 1e-3,
     warmup: int = 50,
     seed: int = 0,
+    lookup_weight: float = 1.0,
 ) -> dict:
     """Stage 2: the language model (and merger) learns to write a named object's box, the vision
     tower fixed; a plain loop over :class:`~v2lo_utils.sft.FrameLoadingCollator` batches (loss
-    on the answer only)."""
+    on the answer only) plus ``lookup_weight`` x the lookup head's loss (:func:`_lookup_loss`)."""
     import torch
 
+    from .presets import COORD_TOKENS
     from .sft import FrameLoadingCollator
 
     visual = model.model.visual
@@ -287,17 +399,28 @@ def train_grounding(
     opt = torch.optim.AdamW(params, lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     collate = FrameLoadingCollator(processor)
-    rows = _sft_rows(train)
+    coord_ids = set(processor.tokenizer.convert_tokens_to_ids(list(COORD_TOKENS)))
     gen = random.Random(f"v2lo-grounding:{seed}")
-    t0, losses = time.perf_counter(), []
+    t0, losses, lookups = time.perf_counter(), [], []
     model.train()
-    for _ in range(steps):
-        loss = model(**collate(gen.sample(rows, min(batch, len(rows))))).loss
-        loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        losses.append(float(loss.detach()))
+    with _eager_attention(model):
+        for _ in range(steps):
+            chunk = gen.sample(list(train), min(batch, len(train)))
+            b = collate(_sft_rows(chunk))
+            out = model(**b, output_attentions=lookup_weight > 0)
+            loss = out.loss
+            extra = None
+            if lookup_weight > 0:
+                where = _lookup(b, chunk, model.config.image_token_id, coord_ids)
+                extra = _lookup_loss(out.attentions, where)
+            if extra is not None:
+                loss = loss + lookup_weight * extra
+                lookups.append(float(extra.detach()))
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            losses.append(float(out.loss.detach()))
     for p in frozen:
         p.requires_grad = True
     model.eval()
@@ -306,6 +429,8 @@ def train_grounding(
         "steps": steps,
         "seconds": round(time.perf_counter() - t0, 1),
         "final_loss": sum(tail) / len(tail),
+        "lookup_weight": lookup_weight,
+        "final_lookup_loss": sum(lookups[-50:]) / len(lookups[-50:]) if lookups else None,
     }
 
 

@@ -34,7 +34,7 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 COORD_TOKENS = tuple(f"{i / 10:.1f}" for i in range(-80, 81))
-PRESET_VERSION = 7  # bump when the preset recipe changes: cached presets are rebuilt
+PRESET_VERSION = 8  # bump when the preset recipe changes: cached presets are rebuilt
 
 
 VISION_TOKENS = (
@@ -166,14 +166,38 @@ def category_tokens() -> tuple[str, ...]:
     return tuple(c.name for c in CATEGORIES)
 
 
+def entry_tokens() -> tuple[str, ...]:
+    """The opening of a map entry up to its first number, one per category (spec section 1):
+    ``{"object_name": "<cat>", "bbox": [``. As one token, the position that writes an object's
+    first coordinate holds the object's name itself, so reading its box from the frames is one
+    attention step (the lookup of :mod:`~v2lo_utils.perception`), not two."""
+    return tuple(f'{{"object_name": "{c}", "bbox": [' for c in category_tokens())
+
+
 def build_tokenizer(texts: list[str], vocab_size: int):
-    """A byte-level BPE tokenizer with Qwen's special tokens and one token per coordinate."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """A byte-level BPE tokenizer trained on ``texts`` with Qwen2's own text pipeline (NFC, its
+    pre-tokenizer regex, byte-level), so that it loads as a ``Qwen2Tokenizer`` in transformers 4
+    and 5 and tokenises the same either way; Qwen's special tokens; one token per coordinate,
+    per category name and per map-entry opening (:func:`entry_tokens`)."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
@@ -181,16 +205,23 @@ def build_tokenizer(texts: list[str], vocab_size: int):
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
-    # one token per coordinate and per category name: copying a name from the question into the
-    # map, or writing a coordinate, is then a single-token decision
-    tok.add_tokens([AddedToken(c, normalized=False) for c in (*COORD_TOKENS, *category_tokens())])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+    bpe = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+    qwen = Qwen2Tokenizer(
+        vocab=bpe["vocab"],
+        merges=merges,
+        unk_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        chat_template=chat_template(),
         model_max_length=32768,
     )
+    qwen.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], True)
+    # one token per coordinate, per category name and per map-entry opening: copying a name
+    # from the question into the map, or writing a coordinate, is then a single-token decision
+    words = (*COORD_TOKENS, *category_tokens(), *entry_tokens())
+    qwen.add_tokens([AddedToken(w, normalized=False) for w in words])
+    qwen.chat_template = chat_template()
+    return qwen
 
 
 def coordinate_features(values, dim: int, seed: int = 0, periods=(32.0, 16.0, 8.0, 4.0, 2.0, 1.0)):
@@ -278,10 +309,15 @@ def build_random_model(
     finally:
         torch.set_default_dtype(default)
     coord_ids = tokenizer.convert_tokens_to_ids(list(COORD_TOKENS))
+    names = tokenizer.convert_tokens_to_ids(list(category_tokens()))
+    entries = tokenizer.convert_tokens_to_ids(list(entry_tokens()))
     with torch.no_grad():  # tied: the same rows read and write coordinates
         emb = model.get_input_embeddings().weight
         feats = coordinate_features([float(c) for c in COORD_TOKENS], p.hidden, seed)
         emb[coord_ids] = 0.5 * emb[coord_ids] + feats.to(emb.device, emb.dtype)
+        # a map entry starts as its name plus one shared "entry" row: a state that copies the
+        # name "sofa" from the question already scores the entry that writes it
+        emb[entries] = emb[names] + emb[entries].mean(0, keepdim=True) * len(entries) ** 0.5
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     processor = make_processor(tokenizer, p.image_size)
@@ -298,6 +334,7 @@ def build_random_model(
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
+    standard_processor_files(tmp, p.image_size)
     if perception is not None:
         (tmp / PERCEPTION_FILE).write_text(json.dumps(perception, indent=2))
     (tmp / PRESET_FILE).write_text(
@@ -310,6 +347,25 @@ def build_random_model(
         if not (out / PRESET_FILE).exists():
             raise
     return out
+
+
+def standard_processor_files(folder: Path, image_size: int) -> None:
+    """Make a saved preset readable by the standard Auto classes: the processor class named as the
+    stock ``Qwen2_5_VLProcessor`` (which ``AutoProcessor`` builds where torchvision exists; here
+    :func:`~v2lo_utils.models.load_processor` builds the image-only one), and the image
+    processor's settings also in ``preprocessor_config.json`` with ``min_pixels``/``max_pixels``,
+    where transformers 4 looks for them."""
+    config = json.loads((folder / "processor_config.json").read_text())
+    config["processor_class"] = "Qwen2_5_VLProcessor"
+    (folder / "processor_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    pixels = image_size * image_size
+    image = {**config["image_processor"], "min_pixels": pixels, "max_pixels": pixels}
+    image["processor_class"] = "Qwen2_5_VLProcessor"
+    (folder / "preprocessor_config.json").write_text(json.dumps(image, indent=2) + "\n")
+    tok_path = folder / "tokenizer_config.json"
+    tok = json.loads(tok_path.read_text())
+    tok["processor_class"] = "Qwen2_5_VLProcessor"
+    tok_path.write_text(json.dumps(tok, indent=2, ensure_ascii=False) + "\n")
 
 
 def perception_metrics(folder: str | Path) -> dict | None:
