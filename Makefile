@@ -56,20 +56,47 @@ gpu-check: $(if $(GPU_PY),,venv)
 	OMP_NUM_THREADS=$(RUN_THREADS) MKL_NUM_THREADS=$(RUN_THREADS) timeout $(GPU_CHECK_SECONDS) \
 	  $(GPY) bench/bench_gpu.py --time-limit $$(( $(GPU_CHECK_SECONDS) - 15 ))
 
-# The export read by the real client's own code, in a venv of its own (ms-swift 4.6.0 pins
-# trl<1.0, peft<0.21, datasets<4.8.5: it cannot live beside the project's set). EasyR1 is not on
-# the package registry and ms-swift's Qwen2.5-VL template needs torchvision and Qwen's tokenizer:
-# those rules are checked from their source by tests/test_interop.py inside `make test`.
+# The exports and a preset read by the real clients' own code, in a venv of its own: ms-swift
+# 4.6.0 pins trl<1.0, peft<0.21, datasets<4.8.5 and EasyR1 needs transformers<5, so neither fits
+# beside the project's set. .venv-interop holds torch 2.14.1 + torchvision 0.29.1 (the stock
+# Qwen2.5-VL processor's video half), transformers 4.57.6 (both clients accept it) and
+# qwen-vl-utils (ms-swift's Qwen2.5-VL loader); it is reused while its pins are unchanged.
+# EasyR1 is not on the package registry: EASYR1_DIR=<an EasyR1 checkout> runs its check and adds
+# what its RLHFDataset and reward manager import (ray, tensordict, codetiming).
 INTEROP_VENV ?= .venv-interop
 MS_SWIFT_VERSION ?= 4.6.0
+INTEROP_PINS := torch==2.14.1 torchvision==0.29.1 ms-swift==$(MS_SWIFT_VERSION) \
+  transformers==4.57.6 qwen-vl-utils==0.0.14
+EASYR1_PINS := ray==2.60.0 tensordict==0.15.3 codetiming==1.4.0
+EASYR1_DIR ?=
+INTEROP_OUT := outputs/interop
+IPY := $(INTEROP_VENV)/bin/python
 interop: venv
-	test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
-	$(INTEROP_VENV)/bin/python -c "import swift" 2>/dev/null || $(INTEROP_VENV)/bin/pip install --quiet \
-	  "torch==$(TORCH_VERSION)" "ms-swift==$(MS_SWIFT_VERSION)"
-	rm -rf outputs/interop
-	$(VENV)/bin/v2lo data build --out outputs/interop/data --scenes 3 --image-size 56 --workers 1
-	$(VENV)/bin/v2lo data export --data outputs/interop/data --format ms-swift --out outputs/interop/swift.jsonl
-	cd outputs/interop && $(abspath $(INTEROP_VENV))/bin/python $(CURDIR)/tests/interop/check_ms_swift.py swift.jsonl
+	test -x $(IPY) || $(PYTHON) -m venv $(INTEROP_VENV)
+	test "$$(cat $(INTEROP_VENV)/.pins 2>/dev/null)" = "$(INTEROP_PINS)" || { \
+	  $(IPY) -m pip install --quiet $(INTEROP_PINS) && echo "$(INTEROP_PINS)" > $(INTEROP_VENV)/.pins; }
+	test -z "$(EASYR1_DIR)" || test "$$(cat $(INTEROP_VENV)/.pins-easyr1 2>/dev/null)" = "$(EASYR1_PINS)" || { \
+	  $(IPY) -m pip install --quiet $(EASYR1_PINS) && echo "$(EASYR1_PINS)" > $(INTEROP_VENV)/.pins-easyr1; }
+	rm -rf $(INTEROP_OUT)
+	$(VENV)/bin/v2lo data build --out $(INTEROP_OUT)/data --scenes 3 --image-size 224 --workers 1
+	$(VENV)/bin/v2lo data export --data $(INTEROP_OUT)/data --format ms-swift --out $(INTEROP_OUT)/swift.jsonl
+	$(VENV)/bin/v2lo data export --data $(INTEROP_OUT)/data --format easyr1 --out $(INTEROP_OUT)/easyr1.jsonl
+	$(PY) tests/interop/write_preset_ids.py $(INTEROP_OUT) $(INTEROP_OUT)/swift.jsonl
+	@status=0; \
+	$(IPY) tests/interop/check_ms_swift.py $(INTEROP_OUT)/swift.jsonl || status=1; \
+	$(IPY) tests/interop/check_preset.py $(INTEROP_OUT)/preset_ids.json || status=1; \
+	if [ -z "$(EASYR1_DIR)" ]; then \
+	  echo "EasyR1 check skipped: EASYR1_DIR is not set (EasyR1 is not on the package registry;" \
+	    "run make interop EASYR1_DIR=<an EasyR1 checkout, commit b44b311>)"; \
+	elif [ ! -f "$(EASYR1_DIR)/verl/utils/dataset.py" ]; then \
+	  echo "EasyR1 check failed: $(EASYR1_DIR) is not an EasyR1 checkout (no verl/utils/dataset.py)"; \
+	  status=1; \
+	else \
+	  PYTHONPATH="$(abspath $(EASYR1_DIR)):$(CURDIR)" $(IPY) tests/interop/check_easyr1.py \
+	    $(INTEROP_OUT)/easyr1.jsonl $(INTEROP_OUT)/swift.jsonl --config configs/easyr1_grpo.yaml \
+	    || status=1; \
+	fi; \
+	exit $$status
 
 lab: venv
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) notebooks/01_data_inspection.ipynb
