@@ -157,3 +157,34 @@ def test_perception_stages_train_their_parts_and_the_preset_reloads(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before if "visual" in k)
     assert any(not torch.equal(before[k], after[k]) for k in before if "visual" not in k)
     assert all(p.requires_grad for p in loaded.model.parameters())  # unfrozen again
+
+
+def test_lookup_queries_at_each_named_objects_entry_token(tmp_path):
+    """The lookup's query position holds the map entry of the object it looks up (its name), its
+    keys are image tokens showing that object, and the next labels are the object's x0 and y0."""
+    from v2lo_utils.models import load_model
+    from v2lo_utils.perception import _lookup, _sft_rows
+    from v2lo_utils.presets import COORD_TOKENS, category_tokens, create_preset, entry_tokens
+    from v2lo_utils.sft import FrameLoadingCollator
+
+    loaded = load_model(create_preset("tiny", tmp_path / "tiny"))
+    tok = loaded.processor.tokenizer
+    examples = grounding_examples(4, seed=1, size=56)
+    batch = FrameLoadingCollator(loaded.processor)(_sft_rows(examples))
+    coord_ids = set(tok.convert_tokens_to_ids(list(COORD_TOKENS)))
+    image_id = loaded.model.config.image_token_id
+    where = _lookup(batch, examples, image_id, coord_ids)
+    entry = dict(
+        zip(category_tokens(), tok.convert_tokens_to_ids(list(entry_tokens())), strict=True)
+    )
+    checked = 0
+    for j, (e, row) in enumerate(zip(examples, where, strict=True)):
+        ids, labels = batch["input_ids"][j].tolist(), batch["labels"][j].tolist()
+        assert len(row) == len(e.names)
+        for i, (q, named, xy) in enumerate(row):
+            assert ids[q] == entry[e.names[i]]
+            assert named and all(ids[p] == image_id for p in named)
+            x0, y0 = (float(v) for v in tok.convert_ids_to_tokens([labels[p] for p in xy]))
+            assert (x0, y0) == pytest.approx(e.map.objects[i].bbox[:2], abs=1e-6)
+            checked += 1
+    assert checked >= len(examples)

@@ -7,7 +7,8 @@ Two stages, run once when a preset is built (``presets.create_preset``) and cach
    labels (:func:`token_labels`) from the tower's output; the renderer knows every pixel's object.
 2. Grounding: the whole model learns to answer "Where is the <name>?" (or "Where are the <a>,
    the <b> and the <c>?") with the objects' floor boxes in the map format, from single frames of
-   fresh scenes (:func:`grounding_examples`), the vision tower now fixed. This is the preset's counterpart of the 7B's grounding pretraining.
+   fresh scenes (:func:`grounding_examples`), the vision tower now fixed. This is the preset's
+   counterpart of the 7B's grounding pretraining.
    One attention head (``LOOKUP_HEAD``) is also taught where to look: at the position that writes
    the box, its attention mass on the named object's image tokens is maximised (renderer's
    per-pixel ids). From the map loss alone it stays at chance (its share of the image tokens)
@@ -145,7 +146,8 @@ class GroundingExample:
 
 
 def grounding_prompt(names: Sequence[str]) -> str:
-    """ "Where is the X? ..." for one name, "Where are the X, the Y and the Z? ..." for more."""
+    """The grounding question: 'Where is the X? ...' for one name, 'Where are the X, the Y and
+    the Z? ...' for more."""
     if len(names) == 1:
         return f"Where is the {names[0]}? Its floor box in meters, in <map></map>."
     listed = ", the ".join(names[:-1]) + f" and the {names[-1]}"
@@ -295,16 +297,18 @@ def _eager_attention(model):
 def _lookup(batch, examples: Sequence[GroundingExample], image_token_id: int, coord_ids: set):
     """Per row, per named object: the position whose logits give the object's first coordinate
     (the token before it: the map entry's opening, which holds the name), the positions of the
-    image tokens showing the object, and the positions of its coordinates in the labels."""
+    image tokens showing the object, and the positions of its x0 and y0 in the labels. A row
+    whose coordinates are not four single tokens per object (a value off the coordinate tokens)
+    gets none."""
     out = []
     for j, e in enumerate(examples):
         labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
         coords = [p for p, t in enumerate(labels) if t in coord_ids]
         image = [p for p, t in enumerate(ids) if t == image_token_id]
         row = []
-        for i in range(len(e.names)):
+        for i in range(len(e.names) if len(coords) == 4 * len(e.names) else 0):
             named = [image[t] for t in e.named_tokens(i) if t < len(image)]
-            if named and len(coords) >= 4 * i + 2:
+            if named:
                 row.append((coords[4 * i] - 1, named, coords[4 * i : 4 * i + 2]))
         out.append(row)
     return out
@@ -352,12 +356,12 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
             att = out.attentions[LOOKUP_HEAD[0]][:, LOOKUP_HEAD[1]]
             where = _lookup(b, chunk, model.config.image_token_id, is_coord)
             for j, (e, row) in enumerate(zip(chunk, where, strict=True)):
-                for i, (q, named, xy) in enumerate(row):
+                for k, (q, named, xy) in enumerate(row):
                     mass.append(float(att[j, q, named].sum()))
-                    chance.append(len(named) / len(e.tokens[i]))
-                    probs = torch.softmax(out.logits[j, [p - 1 for p in xy]][:, coord_ids], -1)
-                    pred.append((probs @ values).tolist())
-                    true.append(list(e.map.objects[i].bbox[:2]))
+                    chance.append(len(named) / len(e.tokens[k]))
+                    logits = out.logits[j, [p - 1 for p in xy]][:, coord_ids].float()
+                    pred.append((torch.softmax(logits, -1) @ values).tolist())
+                    true.append(list(e.map.objects[k].bbox[:2]))
     p, t = np.array(pred), np.array(true)
     if len(p) == 0:
         return {"n": 0}
