@@ -82,17 +82,18 @@ def _everything(text):
     extract_number(text)
 
 
-@settings(max_examples=25)
+@settings(max_examples=25, deadline=None)
 @given(units)
-def test_ten_times_longer_looped_output_costs_at_most_twelve_times_the_time(unit):
+def test_ten_times_longer_looped_output_costs_at_most_thirty_times_the_time(unit):
     n = max(1, 20_000 // len(unit))
-    # linear: ~10x; the old regexes were quadratic or worse here (x8 per doubling). A busy
-    # machine can stall one measurement: the best of three tries counts.
+    # linear: ~10x; quadratic would be ~100x, and the old regexes were worse here (x8 per
+    # doubling, ~1000x). The bound leaves room for a busy machine (a concurrent pip install made
+    # 12x fail once at 15.8x), and the best of three tries counts.
     for _ in range(3):
         short, long = _best(_everything, unit * n), _best(_everything, unit * (10 * n))
-        if long <= 12 * short + 0.01:
+        if long <= 30 * short + 0.01:
             break
-    assert long <= 12 * short + 0.01, (unit, short, long)
+    assert long <= 30 * short + 0.01, (unit, short, long)
 
 
 @settings(max_examples=300)
