@@ -409,7 +409,7 @@ def train_grounding(
     model.train()
     with _eager_attention(model):
         for _ in range(steps):
-            chunk = gen.sample(list(train), min(batch, len(train)))
+            chunk = gen.sample(train, min(batch, len(train)))
             b = collate(_sft_rows(chunk))
             out = model(**b, output_attentions=lookup_weight > 0)
             loss = out.loss

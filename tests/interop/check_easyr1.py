@@ -34,14 +34,15 @@ import os
 import subprocess
 from pathlib import Path
 
-from qwen_folder import QWEN_SPECIAL_IDS, ensure_qwen_folder  # imports nothing heavy at load
+from qwen_folder import (  # imports nothing heavy at load
+    IMAGE_PAD,
+    ensure_qwen_folder,
+    vision_blocks,
+)
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
-IMAGE_PAD = QWEN_SPECIAL_IDS["<|image_pad|>"]
-VISION_START = QWEN_SPECIAL_IDS["<|vision_start|>"]
-VISION_END = QWEN_SPECIAL_IDS["<|vision_end|>"]
 REWARD_ROWS = 8  # rows (one per task) whose responses the reward manager scores, 3 each
 
 
@@ -58,16 +59,6 @@ def easyr1_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         where = str(root)
     return f"EasyR1 (verl {verl.__version__}, {where})"
-
-
-def vision_blocks(ids: list[int]) -> list[tuple[int, bool]]:
-    blocks = []
-    for s in (k for k, t in enumerate(ids) if t == VISION_START):
-        e = s + 1
-        while e < len(ids) and ids[e] == IMAGE_PAD:
-            e += 1
-        blocks.append((e - s - 1, e < len(ids) and ids[e] == VISION_END))
-    return blocks
 
 
 def collapse_pads(ids: list[int]) -> list[int]:

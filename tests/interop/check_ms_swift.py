@@ -25,16 +25,18 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-from qwen_folder import QWEN_SPECIAL_IDS, ensure_qwen_folder  # imports nothing heavy at load
+from qwen_folder import (  # imports nothing heavy at load
+    IMAGE_PAD,
+    VISION_END,
+    ensure_qwen_folder,
+    vision_blocks,
+)
 
 os.environ.setdefault("LOG_LEVEL", "ERROR")  # ms-swift's logger: many INFO and WARNING lines
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated")
 
-IMAGE_PAD = QWEN_SPECIAL_IDS["<|image_pad|>"]
-VISION_START = QWEN_SPECIAL_IDS["<|vision_start|>"]
-VISION_END = QWEN_SPECIAL_IDS["<|vision_end|>"]
 MAX_LENGTH = 8192  # configs/ms_swift_sft.sh --max_length
 
 
@@ -56,17 +58,6 @@ def check_load_dataset(path: str, exported: list[dict]) -> tuple[list[dict], lis
         if paths != want["images"] or texts[0].count("<image>") != len(paths):
             mismatches.append(f"row {i}: {len(paths)} images for {texts[0].count('<image>')} tags")
     return list(loaded), mismatches
-
-
-def vision_blocks(ids: list[int]) -> list[tuple[int, bool]]:
-    """Each <|vision_start|>: the run of image pads after it and whether <|vision_end|> closes it."""
-    blocks = []
-    for s in (k for k, t in enumerate(ids) if t == VISION_START):
-        e = s + 1
-        while e < len(ids) and ids[e] == IMAGE_PAD:
-            e += 1
-        blocks.append((e - s - 1, e < len(ids) and ids[e] == VISION_END))
-    return blocks
 
 
 def check_row(template, tokenizer, row: dict, want: dict) -> tuple[list[str], int, int]:

@@ -25,10 +25,24 @@ QWEN_SPECIAL_IDS = {
     "<|video_pad|>": 151656,
 }
 FIRST_SPECIAL = min(QWEN_SPECIAL_IDS.values())  # 151643 ordinary tokens before them
+IMAGE_PAD = QWEN_SPECIAL_IDS["<|image_pad|>"]
+VISION_START = QWEN_SPECIAL_IDS["<|vision_start|>"]
+VISION_END = QWEN_SPECIAL_IDS["<|vision_end|>"]
 BPE_VOCAB = 1024  # trained tokens (256 bytes and merges); the rest up to 151643 are unused
 # the stock Qwen2.5-VL image processor settings (its preprocessor_config.json)
 IMAGE_PROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14,
                    "temporal_patch_size": 2, "merge_size": 2}  # fmt: skip
+
+
+def vision_blocks(ids: list[int]) -> list[tuple[int, bool]]:
+    """Each <|vision_start|>: the run of image pads after it and whether <|vision_end|> closes it."""
+    blocks = []
+    for s in (k for k, t in enumerate(ids) if t == VISION_START):
+        e = s + 1
+        while e < len(ids) and ids[e] == IMAGE_PAD:
+            e += 1
+        blocks.append((e - s - 1, e < len(ids) and ids[e] == VISION_END))
+    return blocks
 
 
 def export_texts(rows: list[dict]) -> list[str]:
