@@ -132,6 +132,44 @@ def test_consistency_and_axis_correlations_on_known_maps(qvs):
     assert score_row(rows[0], "no map")["consistency"] is None
 
 
+def test_map_answer_scores_what_the_models_own_map_answers(qvs):
+    """map_answer: solve on the written map, scored against the truth, whatever the model
+    answered; 0 without a map or when the map lacks a named object."""
+    from v2lo_utils.cogmap import CogMap, format_response
+
+    rows = [r for r in read_jsonl(qvs / "qvs_bench.jsonl") if r["task"] != "object_count"]
+    right_map, mirrored_map = [], []
+    for r in rows:
+        truth = CogMap.from_json(r["map"])
+        wrong = next(o for o in ("A", "B", "C", "D", "0.01") if o != r["answer"])
+        # the true map with a wrong answer: the map answers right, the model does not
+        right_map.append(score_row(r, format_response(truth, "t", wrong)))
+        mirror = CogMap.from_boxes(
+            (o.name, (-o.bbox[2], o.bbox[1], -o.bbox[0], o.bbox[3])) for o in truth
+        )
+        mirrored_map.append(score_row(r, format_response(mirror, "t", r["answer"])))
+    good = map_controls(right_map)
+    assert good["map_answer"] == 1.0 and good["consistency"] < 0.2
+    assert all(m["score"] < 1.0 for m in right_map)
+    # mirrored left-right: horizontal directions flip; sizes and distances stay
+    by_task: dict[str, list[float]] = {}
+    for r, m in zip(rows, mirrored_map, strict=True):
+        by_task.setdefault(r["task"], []).append(m["map_answer"])
+    assert max(by_task["horizontal_direction"]) == 0.0
+    assert min(by_task.get("object_size", [1.0]) + by_task.get("min_distance", [1.0])) == 1.0
+    r0 = rows[0]
+    assert score_row(r0, "no map")["map_answer"] == 0.0
+    lacking = CogMap.from_boxes([("nothing_named", (0.0, 0.0, 1.0, 1.0))])
+    assert score_row(r0, format_response(lacking, "t", r0["answer"]))["map_answer"] == 0.0
+    preds = {
+        str(r["id"]): {"completion": format_response(CogMap.from_json(r["map"]), "t", "Z")}
+        for r in rows
+    }
+    summary = score_benchmark(rows, preds, n_boot=10)
+    assert summary["map_answer"] == 1.0 and summary["answer_score"] < 0.2
+    assert set(summary["map_answer_by_task"]) == {r["task"] for r in rows}
+
+
 def test_messy_predictions_file_is_scored_and_counted(qvs, tmp_path, capsys):
     rows = read_jsonl(qvs / "qvs_bench.jsonl")
     lines = [
@@ -358,6 +396,14 @@ def test_control_verdicts_say_whether_maps_come_from_frames_and_answers_from_map
     assert lines[0].startswith("m, 1-4 frames: maps from the frames? yes: center error 1.00 m")
     assert "too few matched objects to tell" in lines[1]  # 5 objects
     assert lines[2].startswith("m: answers from its maps? yes: 80.0%")
+    own = {**sees, "answer_score": 0.3}
+    own["map_by_group"] = {
+        **sees["map_by_group"],
+        "all": {**group(1.2, cons=0.8), "map_answer": 0.45},
+    }
+    assert control_verdicts("m", own)[2].endswith(
+        "Those answers score 45.0%; its own answers 30.0%."
+    )
     blind = {**sees, "map_by_group": {"1-4": group(2.0), "all": group(2.0, cons=0.2)}}
     lines = control_verdicts("m", blind)  # no better than another scene's frames
     assert "maps from the frames? no" in lines[0] and "answers from its maps? no" in lines[1]
@@ -379,3 +425,17 @@ def test_each_row_is_scored_once_and_the_file_gives_the_same_summary(qvs, tmp_pa
     assert len(scored) == 2 * len(rows)
     for key in SUMMARY_FIELDS:
         assert summary[key] == rescored[key], key
+    # records an older scorer wrote (another scored_by, or none) are scored again when resumed
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    for rec in lines[:5]:
+        rec.pop("scored_by")
+        rec.pop("map_answer", None)
+    lines[5]["scored_by"] = 1
+    out.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    del scored[:]
+    resumed = evaluate_benchmark(
+        None, None, rows, qvs, out, n_boot=20, progress=False, generate=lambda batch: 1 / 0
+    )
+    assert sorted(scored) == sorted(x["id"] for x in lines[:6])
+    for key in SUMMARY_FIELDS:
+        assert resumed[key] == summary[key], key

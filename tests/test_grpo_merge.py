@@ -17,7 +17,7 @@ from v2lo_utils.merge import (
     teacher_forced_batch,
 )
 from v2lo_utils.models import load_model
-from v2lo_utils.rewards import compute_score, map_reward
+from v2lo_utils.rewards import compute_score, format_reward, map_reward, placement_reward
 from v2lo_utils.training import last_checkpoint
 
 
@@ -46,8 +46,8 @@ def test_rewards_receive_the_columns_and_return_the_core_scores(
     seen = []
     real_setup = grpo_mod.reward_setup
 
-    def spying(map_weight=0.0):
-        funcs, weights = real_setup(map_weight)
+    def spying(map_weight=0.0, map_kind="iou"):
+        funcs, weights = real_setup(map_weight, map_kind)
 
         def wrap(fn):
             def spy(completions, **kwargs):
@@ -61,9 +61,10 @@ def test_rewards_receive_the_columns_and_return_the_core_scores(
         return [wrap(f) for f in funcs], weights
 
     monkeypatch.setattr(grpo_mod, "reward_setup", spying)
-    grpo_mod.train_grpo(gparams(tiny_workspace, tmp_path / "g", map_reward_weight=0.2))
+    p = gparams(tiny_workspace, tmp_path / "g", map_reward_weight=0.2, map_reward_kind="placement")
+    grpo_mod.train_grpo(p)
     by_name = {name: (c, kw, out) for name, c, kw, out in seen}
-    assert set(by_name) == {"accuracy_by_task", "format_reward", "map_reward"}
+    assert set(by_name) == {"accuracy_by_task", "format_reward", "placement_reward"}
     rows = {r["id"]: r for r in Dataset.load(tiny_workspace / "data").rows["train"]}
     completions, kw, acc = by_name["accuracy_by_task"]
     texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
@@ -76,7 +77,16 @@ def test_rewards_receive_the_columns_and_return_the_core_scores(
     )
     assert acc == [s["accuracy"] for s in core]
     assert by_name["format_reward"][2] == [s["format"] for s in core]
-    assert by_name["map_reward"][2] == map_reward(completions, map=kw["map"])
+    assert by_name["placement_reward"][2] == placement_reward(completions, map=kw["map"])
+
+
+def test_reward_setup_adds_the_map_reward_asked_for():
+    assert grpo_mod.reward_setup() == ([grpo_mod.accuracy_by_task, format_reward], [0.9, 0.1])
+    for kind, fn in (("iou", map_reward), ("placement", placement_reward)):
+        funcs, weights = grpo_mod.reward_setup(0.5, kind)
+        assert funcs[-1] is fn and weights == [0.9, 0.1, 0.5]
+    with pytest.raises(ValueError, match="map_reward_kind 'box'"):
+        grpo_mod.reward_setup(0.5, "box")
 
 
 def test_grpo_resumes_after_an_interruption(tiny_workspace, tmp_path):

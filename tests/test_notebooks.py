@@ -39,8 +39,10 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
         "04_merge-sft.ipynb",
         "03_grpo.ipynb",
         "04_merge-grpo.ipynb",
+        "03_grpo-grpo_map.ipynb",
+        "04_merge-grpo_map.ipynb",
         "05_qvs_bench_analysis.ipynb",
-    ]  # SFT -> merge -> GRPO -> merge
+    ]  # SFT -> merge -> GRPO -> merge, GRPO with the map reward -> merge
     assert [n["notebook"] for n in run["notebooks"]] == names
     assert all(n["status"] == "ok" for n in run["notebooks"])
     assert all((result.run_dir / n).is_file() for n in names)
@@ -62,12 +64,27 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
     merge_grpo = json.loads((result.run_dir / "04_merge_grpo_metrics.json").read_text())
     assert merge_grpo["parity_ok"] and merge_grpo["merged"]  # GRPO's LoRA adapter merged
     assert merge_grpo["base"] == merge_sft["out_dir"]  # each stage read the previous one's output
+    grpo_map = json.loads((result.run_dir / "03_grpo_map_metrics.json").read_text())
+    assert grpo_map["train"]["global_step"] == 2 and grpo_map["eval_ids"] == grpo["eval_ids"]
+    assert grpo_map["before"] == grpo["before"]  # the same SFT model, measured once
+    assert (result.run_dir / "grpo_map" / "final").is_dir()
+    executed = nbformat.read(result.run_dir / "03_grpo-grpo_map.ipynb", as_version=4)
+    injected = next(
+        c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])
+    )
+    assert (
+        'stage = "grpo_map"' in injected.source
+        and 'map_reward_kind = "placement"' in injected.source
+    )
+    merge_map = json.loads((result.run_dir / "04_merge_grpo_map_metrics.json").read_text())
+    assert merge_map["parity_ok"] and merge_map["base"] == merge_sft["out_dir"]
     qvs = json.loads((result.run_dir / "05_qvs_metrics.json").read_text())
     assert set(qvs["summaries"]) == {
         "blind baseline",
         "question-only baseline",
         "before SFT",
         "after GRPO",
+        "after GRPO, map reward",
     }
     assert qvs["summaries"]["after GRPO"]["counts"]["questions"] == 20
     assert qvs["diagnostics"]["ground_truth"]["overall"] == 1.0
@@ -81,13 +98,14 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
     swapped = (result.run_dir / "predictions" / "after_grpo__swapped_frames.jsonl").read_text()
     assert len(swapped.splitlines()) == len(swappable) > 0
     assert set(qvs["summaries"]["after GRPO"]["controls"]["swapped"]) == {"1-4", "8-16", "all"}
-    for stage in (sft, grpo):
+    for stage in (sft, grpo, grpo_map):
         assert set(stage["after"]["controls"]) == {"swapped", "question_only"}
         assert "r_x" in stage["after"] and "consistency" in stage["after"]
     # the report is built from this run's metrics files, not from constants
     report = (result.run_dir / "report.html").read_text()
     assert "QVS-Bench-Sim" in report and "plotly" in report
     assert "after SFT: 4 steps in" in report
+    assert "SFT + GRPO, map reward: held-out paper reward, greedy" in report
     sft["after"]["format_rate"] = 0.123456
     (result.run_dir / "02_sft_metrics.json").write_text(json.dumps(sft))
     from v2lo_utils.report import qvs_report
@@ -125,6 +143,15 @@ def test_runner_names_the_failing_notebook_and_cell(tmp_path):
     run = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())
     assert [n["notebook"] for n in run["notebooks"]] == ["01_broken.ipynb"]  # the run stopped there
     assert "ZeroDivisionError" in (tmp_path / "runs" / "r" / "run.log").read_text()
+    nb.cells = nb.cells[:2]  # mended: a later call into the same run keeps the earlier entries
+    nbformat.write(nb, tmp_path / "nbs" / "03_ok.ipynb")
+    run_profile("smoke", notebooks_dir=tmp_path / "nbs", run_id="r", runs_dir=tmp_path / "runs",
+                pipeline=["03_ok"])  # fmt: skip
+    run = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())
+    assert [(n["notebook"], n["status"]) for n in run["notebooks"]] == [
+        ("01_broken.ipynb", "failed"),
+        ("03_ok.ipynb", "ok"),
+    ]
 
 
 def test_runner_arguments(tmp_path):
@@ -141,7 +168,8 @@ def test_runner_arguments(tmp_path):
     with pytest.raises(RunError, match=r"pipeline step '07_eval': no notebook 07_eval\.ipynb"):
         pipeline_steps(ROOT / "notebooks", {"pipeline": ["01_data_inspection", "07_eval"]})
     steps = pipeline_steps(ROOT / "notebooks", load_profiles()["smoke"], only=["04"])
-    assert [s.output_name for s in steps] == ["04_merge-sft.ipynb", "04_merge-grpo.ipynb"]
+    merges = ["04_merge-sft.ipynb", "04_merge-grpo.ipynb", "04_merge-grpo_map.ipynb"]
+    assert [s.output_name for s in steps] == merges
     with pytest.raises(RunError, match="unknown profile"):
         run_profile("huge", runs_dir=tmp_path)
 

@@ -90,3 +90,9 @@ def test_grpo_is_measured_on_the_rows_sft_was(tmp_path):
     run.write_metrics("sft", {"eval_ids": [r["id"] for r in first]})
     assert run.held_out(splits, 5, max_frames=4) == first  # GRPO keeps SFT's rows
     assert run.model("sft_merged") == str(tmp_path / "sft_merged") and run.model("tiny") == "tiny"
+    assert run.model("grpo_map_merged") == str(tmp_path / "grpo_map_merged")
+    settings = {"weights": "ab12", "backend": "auto", "ids": ["r1"], "sampling": [4, 1.0, 300]}
+    assert run.measured_before(settings) is None
+    run.write_metrics("grpo", {"before": {"mean_reward": 0.4}, "before_settings": settings})
+    assert run.measured_before(settings) == {"mean_reward": 0.4}
+    assert run.measured_before({**settings, "weights": "cd34"}) is None  # other weights

@@ -1,6 +1,7 @@
 """The paper's reward (spec section 3) and the TRL reward functions built on the same scores."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from v2lo_utils.rewards import (
     format_reward,
     map_reward,
     paper_reward,
+    placement_reward,
 )
 
 GOOD = '<map>[{"object_name": "sofa", "bbox": [0.0, 0.0, 2.0, 1.0]}]</map><think>t</think><answer>{}</answer>'
@@ -212,6 +214,22 @@ def test_map_reward_reads_the_map_column():
     texts = [good("B"), "<map>nonsense</map>", "no map", GOOD.replace("2.0, 1.0", "1.0, 1.0")]
     got = trl_call(map_reward, texts, answer=["B"] * 4, map=[gt, json.dumps(gt), gt, gt])
     assert got == pytest.approx([0.5, 0.0, 0.0, 0.25])
+
+
+def test_placement_reward_grades_center_error_and_counts_objects():
+    gt = [
+        {"object_name": "sofa", "bbox": [0.0, 0.0, 2.0, 1.0]},
+        {"object_name": "tv", "bbox": [3, 3, 4, 3.5]},
+    ]
+    texts = [
+        good("B"),  # the sofa exact, no tv: 1 of 2 objects
+        GOOD.replace("0.0, 0.0, 2.0, 1.0", "1.0, 0.0, 3.0, 1.0"),  # the sofa 1 m off
+        GOOD.replace("0.0, 0.0, 2.0, 1.0", "3.0, 0.0, 5.0, 1.0"),  # 3 m off: IoU 0 either way
+        "no map",
+    ]
+    got = trl_call(placement_reward, texts, answer=["B"] * 4, map=[gt] * 4)
+    assert got == pytest.approx([0.5, 0.5 * math.exp(-1), 0.5 * math.exp(-3), 0.0])
+    assert trl_call(map_reward, texts[1:3], answer=["B"] * 2, map=[gt] * 2)[1] == 0.0
 
 
 def test_core_imports_no_torch():

@@ -1,5 +1,7 @@
 """Benchmark scores of spec section 3: extraction, MRA, multiple choice, map metrics."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -96,6 +98,8 @@ def test_map_matching_by_name():
     assert m.mean_center_error == pytest.approx(0.25)
     assert m.mean_iou == pytest.approx((1 / 3 + 1.0) / 2)
     assert m.quality == pytest.approx((1 / 3 + 1.0) / 3)
+    assert m.placement() == pytest.approx((math.exp(-0.5) + 1.0) / 3)  # the lamp counts against
+    assert m.placement(scale_m=0.5) == pytest.approx((math.exp(-1.0) + 1.0) / 3)
     s = m.summary()
     assert s["matched"] == 2 and s["n_gt"] == 3
 
@@ -105,4 +109,5 @@ def test_map_metrics_edge_cases():
     empty = match_maps(CogMap(), gt)
     assert empty.recall == 0.0 and empty.precision == 0.0 and empty.mean_center_error is None
     assert match_maps(gt, gt).quality == 1.0 and match_maps(gt, gt).f1 == 1.0
+    assert match_maps(gt, gt).placement() == 1.0 and empty.placement() == 0.0
     assert match_maps(CogMap(), CogMap()).quality == 1.0

@@ -27,6 +27,10 @@ from .questions import TASKS, solve
 from .rewards import paper_score
 from .scoring import answer_score, extract_answer, match_maps
 
+# the version of score_row's record: predictions files store it (``scored_by``), and a stored
+# score is reused only when it matches; bump it when score_row's fields or rules change
+SCORE_VERSION = 2
+
 
 def row_kind(row: dict) -> str:
     return row.get("kind") or TASKS[row["task"]].kind
@@ -38,7 +42,9 @@ def score_row(row: dict, completion: str) -> dict:
     from :meth:`MapMatch.summary`; recall and quality 0 when no map parses), the matched objects'
     centers (``map_pairs``: [pred x, pred y, true x, true y] in m, map frame) and ``consistency``:
     the answer scored against the answer ``solve`` computes from the parsed map (None when no map
-    parses or it lacks an object the question names)."""
+    parses or it lacks an object the question names); and ``map_answer``: that answer of the map
+    scored against the truth, what the map alone is worth (0 when no map parses or it lacks an
+    object the question names)."""
     kind = row_kind(row)
     got = extract_answer(kind, completion)
     score = answer_score(kind, got, row["answer"])
@@ -66,8 +72,12 @@ def score_row(row: dict, completion: str) -> dict:
             ]
             own = solve(row["task"], row["params"], pred) if "params" in row else None
             rec["consistency"] = None if own is None else answer_score(kind, got, own)
+            if "params" in row:
+                rec["map_answer"] = 0.0 if own is None else answer_score(kind, own, row["answer"])
         else:
             rec.update(map_recall=0.0, map_center_error_m=None, map_quality=0.0)
+            if "params" in row:
+                rec["map_answer"] = 0.0
     return rec
 
 
@@ -133,9 +143,12 @@ FRAME_GROUPS: dict[str, tuple[int, ...]] = {"1-4": (1, 4), "8-16": (8, 12, 16)}
 def map_controls(records: Sequence[dict]) -> dict:
     """Pooled over the records' matched objects: their number, the per-axis Pearson r of predicted
     against true centers (x lateral, y depth), the mean center error (m); and the mean
-    consistency of answers with the records' own maps, over the records where it is defined."""
+    consistency of answers with the records' own maps, over the records where it is defined; and
+    the mean score of the answers ``solve`` computes from the records' own maps (``map_answer``,
+    None when no record has one)."""
     pairs = [p for r in records for p in r.get("map_pairs") or []]
     cons = [r["consistency"] for r in records if r.get("consistency") is not None]
+    own = [r["map_answer"] for r in records if r.get("map_answer") is not None]
     return {
         "n_objects": len(pairs),
         "r_x": pearson([p[0] for p in pairs], [p[2] for p in pairs]),
@@ -143,6 +156,7 @@ def map_controls(records: Sequence[dict]) -> dict:
         "center_error_m": _mean([math.dist(p[:2], p[2:]) for p in pairs]),
         "consistency": _mean(cons),
         "consistency_defined": len(cons) / len(records) if records else 0.0,
+        "map_answer": _mean(own),
     }
 
 
@@ -171,7 +185,8 @@ def headline(records: Sequence[dict], pooled: dict) -> dict:
     mean over all records: format compliance, map parse rate, object recall and precision (0 for
     unparsed maps), center error (m, matched objects) and IoU, answer score, paper reward; and,
     from ``pooled`` (:func:`map_controls` of their matched objects), the per-axis center
-    correlations and the answers' consistency with the model's own maps."""
+    correlations, the answers' consistency with the model's own maps and the score of the answers
+    those maps give (``map_answer``)."""
     n = len(records)
     return {
         "format_rate": sum(r["format_ok"] for r in records) / n if n else 0.0,
@@ -185,6 +200,7 @@ def headline(records: Sequence[dict], pooled: dict) -> dict:
         "r_x": pooled["r_x"],
         "r_y": pooled["r_y"],
         "consistency": pooled["consistency"],
+        "map_answer": pooled["map_answer"],
     }
 
 
@@ -227,6 +243,10 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
         if records
         else 0.0,
         "map_by_frames": map_by_frames,
+        "map_answer_by_task": {
+            t: _mean([r["map_answer"] for r in rs if r.get("map_answer") is not None])
+            for t, rs in tasks
+        },
         "map_answer_correlation": pearson(
             [r["map_quality"] for r in mapped], [r["score"] for r in mapped]
         ),
@@ -343,6 +363,7 @@ HEADLINE_KEYS = (
     "answer_score",
     "mean_reward",
     "consistency",
+    "map_answer",
 )
 # what `v2lo score --json` writes: the summary less its per-record list
 SUMMARY_FIELDS = (
@@ -358,6 +379,7 @@ SUMMARY_FIELDS = (
     "r_x",
     "r_y",
     "consistency",
+    "map_answer",
     "overall",
     "overall_macro",
     "by_task",
@@ -365,6 +387,7 @@ SUMMARY_FIELDS = (
     "by_task_frames",
     "extraction_failure_rate",
     "map_by_frames",
+    "map_answer_by_task",
     "map_answer_correlation",
     "map_by_group",
     "ci95",

@@ -19,6 +19,7 @@ from statistics import mean
 
 from .baselines import question_only_predictions
 from .benchmark import (
+    SCORE_VERSION,
     map_by_group,
     score_benchmark,
     score_row_safely,
@@ -180,6 +181,7 @@ def prediction_record(row: dict, completion: str) -> dict:
         "id": row["id"],
         "completion": completion,
         "row_sha": row_fingerprint(row),
+        "scored_by": SCORE_VERSION,
         **{k: v for k, v in rec.items() if k != "id"},
     }
 
@@ -198,8 +200,10 @@ def score_file(
 
     Raises PredictionsError when no record matches a benchmark id, or (unless ``force``) when
     records made by this project answer other rows with the same ids. ``reuse``: records that
-    :func:`evaluate_benchmark` scored for these very rows (same ``row_sha``) are used as they are
-    (``v2lo score`` re-scores everything: scoring is its job)."""
+    :func:`evaluate_benchmark` scored for these very rows (same ``row_sha``) with this scorer
+    (``scored_by`` is :data:`~v2lo_utils.benchmark.SCORE_VERSION`) are used as they are; others
+    are scored again from their completions (``v2lo score`` re-scores everything: scoring is its
+    job)."""
     report = read_harness(path, rows, fmt)
     known = {str(r["id"]) for r in rows}
     if not known & set(report.records):
@@ -218,10 +222,15 @@ def score_file(
     if reuse:
         for row in rows:
             rec = report.records.get(str(row["id"]))
-            if rec is not None and "score" in rec and rec.get("row_sha") == row_fingerprint(row):
+            if (
+                rec is not None
+                and rec.get("scored_by") == SCORE_VERSION
+                and rec.get("row_sha") == row_fingerprint(row)
+            ):
+                drop = ("id", "completion", "row_sha", "scored_by")
                 scored[str(row["id"])] = {
                     "id": row["id"],
-                    **{k: v for k, v in rec.items() if k not in ("id", "completion", "row_sha")},
+                    **{k: v for k, v in rec.items() if k not in drop},
                 }
     return score_benchmark(rows, report.records, n_boot, extra, scored)
 

@@ -385,7 +385,8 @@ def noise_figure(diag: dict) -> go.Figure:
 
 
 def stages_table(summaries: dict[str, dict]) -> go.Figure:
-    """One row per model (or baseline): overall, macro, per task, extraction failures, map metrics."""
+    """One row per model (or baseline): overall, macro, per task, extraction failures, map metrics,
+    and the score of the answers solve computes from the model's own maps."""
     tasks = sorted({t for s in summaries.values() for t in s["by_task"]})
     header = [
         "model",
@@ -396,6 +397,7 @@ def stages_table(summaries: dict[str, dict]) -> go.Figure:
         "extraction fail.",
         "map recall",
         "center err. (m)",
+        "solve on its maps",
     ]
 
     def pct(v):
@@ -417,6 +419,7 @@ def stages_table(summaries: dict[str, dict]) -> go.Figure:
             f"{map_mean(s, 'center_error_m'):.2f}"
             if map_mean(s, "center_error_m") is not None
             else "-",
+            pct(s.get("map_answer")),
         ]
         for label, s in summaries.items()
     ]

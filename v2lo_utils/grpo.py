@@ -1,7 +1,9 @@
 """GRPO reinforcement learning with TRL's GRPOTrainer and the core's rewards (spec sections 3-4).
 
 The reward is the paper's: 0.9 * accuracy + 0.1 * format (TRL reward functions with weights), plus
-an optional map-quality reward (off in the paper profile). Dataset columns reach the reward
+an optional map-aware reward (off in the paper profile): ``map_reward_kind`` 'iou' (summed box IoU,
+:func:`~v2lo_utils.rewards.map_reward`) or 'placement' (graded center error,
+:func:`~v2lo_utils.rewards.placement_reward`), weighted by ``map_reward_weight``. Dataset columns reach the reward
 functions as keyword arguments: ``answer`` (accuracy), ``map`` (map quality) and ``task`` (the
 per-task accuracy this module logs as ``accuracy/<task>``).
 
@@ -18,7 +20,13 @@ from pathlib import Path
 
 from .exporters import export_rows, trl_dataset
 from .presets import vision_token_ids
-from .rewards import PAPER_REWARD_WEIGHTS, accuracy_reward, format_reward, map_reward
+from .rewards import (
+    PAPER_REWARD_WEIGHTS,
+    accuracy_reward,
+    format_reward,
+    map_reward,
+    placement_reward,
+)
 from .training import (
     StageParams,
     StageResult,
@@ -43,6 +51,7 @@ class GRPOParams(StageParams):
     beta: float = 0.0  # no KL term
     max_completion_length: int = 500
     map_reward_weight: float = 0.0
+    map_reward_kind: str = "iou"  # or "placement" (see the module docstring)
     logging_steps: int = 1
     split: str = "train"
     use_vllm: bool = False
@@ -68,11 +77,17 @@ def accuracy_by_task(completions, answer, task, log_metric=None, **kwargs) -> li
     return scores
 
 
-def reward_setup(map_weight: float = 0.0) -> tuple[list, list[float]]:
-    """Reward functions and weights: 0.9 accuracy + 0.1 format (+ map quality when asked)."""
+MAP_REWARDS = {"iou": map_reward, "placement": placement_reward}
+
+
+def reward_setup(map_weight: float = 0.0, map_kind: str = "iou") -> tuple[list, list[float]]:
+    """Reward functions and weights: 0.9 accuracy + 0.1 format (+ a map-aware reward, of
+    :data:`MAP_REWARDS`, when ``map_weight`` > 0)."""
+    if map_kind not in MAP_REWARDS:
+        raise ValueError(f"map_reward_kind {map_kind!r}: one of {', '.join(MAP_REWARDS)}")
     funcs, weights = [accuracy_by_task, format_reward], list(PAPER_REWARD_WEIGHTS)
     if map_weight > 0:
-        funcs.append(map_reward)
+        funcs.append(MAP_REWARDS[map_kind])
         weights.append(map_weight)
     return funcs, weights
 
@@ -80,7 +95,7 @@ def reward_setup(map_weight: float = 0.0) -> tuple[list, list[float]]:
 def grpo_config_kwargs(p: GRPOParams, on_gpu: bool, suppress_ids: list[int] = ()) -> dict:
     """Arguments of trl.GRPOConfig for this run and device; ``suppress_ids`` are tokens rollouts
     may not sample (transformers generation)."""
-    _, weights = reward_setup(p.map_reward_weight)
+    _, weights = reward_setup(p.map_reward_weight, p.map_reward_kind)
     kwargs = {
         "output_dir": p.output_dir,
         "max_steps": p.max_steps,
@@ -146,7 +161,7 @@ def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
         raise ValueError(f"unknown GRPO mode {p.mode!r}: lora or full")
     elif p.freeze_vision:
         freeze_vision_tower(model)
-    funcs, _ = reward_setup(p.map_reward_weight)
+    funcs, _ = reward_setup(p.map_reward_weight, p.map_reward_kind)
     on_gpu = torch.cuda.is_available()
     # TRL re-tokenises prompts for the loss with the processor's default padding side and
     # expects it to be 'left', as its own processors are loaded (else mm_token_type_ids and the

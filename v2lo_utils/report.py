@@ -76,6 +76,11 @@ def qvs_report(
     panels = (
         ("sft", ("before SFT", "after SFT"), "SFT on held-out clips"),
         ("grpo", ("SFT", "SFT + GRPO"), "GRPO on held-out prompts"),
+        (
+            "grpo_map",
+            ("SFT", "SFT + GRPO, map reward"),
+            "GRPO with the map-aware reward on held-out prompts",
+        ),
     )
     for name, (before, after), title in panels:
         if name in stages:
@@ -91,16 +96,9 @@ def qvs_report(
                 training.append(perception_sentence(m["perception"]))
             training.append(steps_sentence(after, m.get("train") or {}))
             training += control_verdicts(after, m["after"])
-    if "grpo" in stages:
-        m = stages["grpo"]
-        text = f"Held-out mean reward, greedy: SFT {m['before']['mean_reward']:.3f}, SFT + GRPO {m['after']['mean_reward']:.3f}."
-        if "sampled" in m["before"] and "sampled" in m["after"]:
-            b, a = m["before"]["sampled"], m["after"]["sampled"]
-            text += (
-                f" Sampled as in training ({a['samples']} per prompt, temperature {a['temperature']}):"
-                f" SFT {b['mean_reward']:.3f}, SFT + GRPO {a['mean_reward']:.3f}."
-            )
-        training.append(text)
+    for name, label in (("grpo", "SFT + GRPO"), ("grpo_map", "SFT + GRPO, map reward")):
+        if name in stages:
+            training.append(reward_sentence(label, stages[name]))
     sections = [
         (
             "QVS-Bench-Sim",
@@ -199,6 +197,23 @@ def perception_sentence(p: dict) -> str:
     return text
 
 
+def reward_sentence(label: str, metrics: dict) -> str:
+    """A GRPO stage's held-out paper reward (0.9 accuracy + 0.1 format) before and after, greedy
+    and sampled as in training."""
+    b, a = metrics["before"], metrics["after"]
+    text = (
+        f"{label}: held-out paper reward, greedy: SFT {b['mean_reward']:.3f}, after"
+        f" {a['mean_reward']:.3f}."
+    )
+    if "sampled" in b and "sampled" in a:
+        bs, as_ = b["sampled"], a["sampled"]
+        text += (
+            f" Sampled as in training ({as_['samples']} per prompt, temperature"
+            f" {as_['temperature']}): SFT {bs['mean_reward']:.3f}, after {as_['mean_reward']:.3f}."
+        )
+    return text
+
+
 def steps_sentence(label: str, train: dict) -> str:
     """The steps a training stage reached, and whether its wall-clock budget ended it."""
     steps, secs = train.get("global_step"), train.get("train_seconds")
@@ -222,7 +237,8 @@ def control_verdicts(label: str, summary: dict, question_only: dict | None = Non
     from the frames (its center error below both the same rows with another scene's frames and
     the question-only baseline, with the per-axis r; "too few to tell" under MIN_OBJECTS matched
     objects), and whether its answers come from its maps (consistency: its answer scored against
-    the answer solve computes from its own map).
+    the answer solve computes from its own map) with the score of those answers of its maps
+    against its own answers' (what its maps are worth beside what its reasoning makes of them).
 
     ``question_only``: that baseline's summary; without it, the summary's own
     ``controls.question_only`` groups (as :func:`~v2lo_utils.evaluation.evaluate_model` writes)."""
@@ -247,11 +263,18 @@ def control_verdicts(label: str, summary: dict, question_only: dict | None = Non
             f"question-only baseline; r_x {_fmt(m.get('r_x'))}, r_y {_fmt(m.get('r_y'))} "
             f"({m.get('n_objects', 0)} objects)."
         )
-    cons = (groups.get("all") or {}).get("consistency")
+    every = groups.get("all") or {}
+    cons, own = every.get("consistency"), every.get("map_answer")
     if cons is not None:
         word = "yes" if cons >= 0.5 else "no"
-        out.append(
+        text = (
             f"{label}: answers from its maps? {word}: {100 * cons:.1f}% agreement with the "
             f"answers solve computes from its own maps."
         )
+        if own is not None and summary.get("answer_score") is not None:
+            text += (
+                f" Those answers score {100 * own:.1f}%; its own answers"
+                f" {100 * summary['answer_score']:.1f}%."
+            )
+        out.append(text)
     return out

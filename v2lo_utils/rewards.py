@@ -147,6 +147,17 @@ def map_reward(completions: Sequence, map: Sequence, **kwargs) -> list[float]:
     return out
 
 
+def placement_reward(completions: Sequence, map: Sequence, **kwargs) -> list[float]:
+    """Map placement against the dataset's ``map`` column (the project's map-aware reward, not the
+    paper's): summed exp(-center error / 1 m) of name-matched objects over max(#predicted,
+    #true), so naming the right objects and moving them closer both pay; 0 when no map parses."""
+    out = []
+    for c, gt in zip(completions, map, strict=True):
+        pred = parse_response(completion_text(c)).cogmap
+        out.append(0.0 if pred is None else match_maps(pred, _gt_map(gt)).placement())
+    return out
+
+
 PAPER_REWARD_FUNCS = (accuracy_reward, format_reward)
 PAPER_REWARD_WEIGHTS = (1 - FORMAT_WEIGHT, FORMAT_WEIGHT)
 
@@ -162,4 +173,5 @@ __all__ = [
     "map_reward",
     "paper_reward",
     "paper_score",
+    "placement_reward",
 ]

@@ -251,7 +251,7 @@ def run_profile(
     run_dir = (root / runs_dir / (run_id or f"{stamp}-{profile}")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "run.log"
-    summary: dict = {"profile": profile, "run_dir": str(run_dir), "notebooks": []}
+    summary = _read_summary(run_dir, profile)
     for step in steps:
         nb = step.path
         params = {
@@ -264,7 +264,8 @@ def run_profile(
             params.setdefault("stage", step.variant)
         params = {k: _fill(v, run_dir) for k, v in params.items() if k in declared[nb]}
         entry = {"notebook": step.output_name, "parameters": params, "status": "running"}
-        summary["notebooks"].append(entry)
+        kept = [e for e in summary["notebooks"] if e.get("notebook") != step.output_name]
+        summary["notebooks"] = [*kept, entry]  # a rerun replaces that notebook's entry
         _append(log, f"{_now()} start {step.output_name} {json.dumps(params)}")
         t0 = time.perf_counter()
         try:
@@ -307,6 +308,19 @@ def _now() -> str:
 def _append(path: Path, line: str) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
+
+
+def _read_summary(run_dir: Path, profile: str) -> dict:
+    """run.json of a run folder: the earlier steps' entries when the folder has one (``--only``
+    reruns and later stages keep them), else a new summary."""
+    fresh = {"profile": profile, "run_dir": str(run_dir), "notebooks": []}
+    try:
+        old = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return fresh
+    if not isinstance(old, dict) or not isinstance(old.get("notebooks"), list):
+        return fresh
+    return {**fresh, "notebooks": [e for e in old["notebooks"] if isinstance(e, dict)]}
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:

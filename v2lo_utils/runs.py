@@ -26,13 +26,17 @@ PIPELINE = (
     "04_merge:grpo",
     "05_qvs_bench_analysis",
 )
-STAGES = ("sft", "grpo")
+# training stages; grpo_map is GRPO again from the same SFT model with the map-aware reward
+# (profiles run it as '03_grpo:grpo_map', then '04_merge:grpo_map')
+STAGES = ("sft", "grpo", "grpo_map")
 METRICS_FILES = {
     "data": "01_data_metrics.json",
     "sft": "02_sft_metrics.json",
     "grpo": "03_grpo_metrics.json",
+    "grpo_map": "03_grpo_map_metrics.json",
     "merge_sft": "04_merge_sft_metrics.json",
     "merge_grpo": "04_merge_grpo_metrics.json",
+    "merge_grpo_map": "04_merge_grpo_map_metrics.json",
     "qvs": "05_qvs_metrics.json",
 }
 
@@ -47,7 +51,7 @@ class RunFolder:
         object.__setattr__(self, "root", Path(root))
 
     def stage_dir(self, stage: str) -> Path:
-        """Where a training stage ('sft', 'grpo') writes checkpoints and ``final/``."""
+        """Where a training stage (one of :data:`STAGES`) writes checkpoints and ``final/``."""
         return self.root / _stage(stage)
 
     def final(self, stage: str) -> Path:
@@ -68,8 +72,8 @@ class RunFolder:
 
     def model(self, source: str) -> str:
         """A model source as profiles name it: a stage's output in this run by name
-        ('sft_final', 'sft_merged', 'grpo_final', 'grpo_merged'), else the source itself (a
-        preset name or a folder)."""
+        ('sft_final', 'sft_merged', 'grpo_final', 'grpo_merged', 'grpo_map_merged', ...), else the
+        source itself (a preset name or a folder)."""
         for stage in STAGES:
             if source == f"{stage}_final":
                 return str(self.final(stage))
@@ -93,6 +97,17 @@ class RunFolder:
         """A stage's metrics, or None when that stage has not run here."""
         path = self.metrics_path(name)
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def measured_before(self, settings: dict) -> dict | None:
+        """The "before" measurement another stage of this run made with exactly these
+        ``settings`` (model, backend, held-out ids, sampling: what its metrics store as
+        ``before_settings``), else None. Generation is seeded, so the two GRPO stages from one SFT
+        model measure it once."""
+        for stage in STAGES:
+            doc = self.read_metrics(stage) or {}
+            if doc.get("before_settings") == settings and "before" in doc:
+                return doc["before"]
+        return None
 
     def held_out(
         self, splits: dict[str, list[dict]], n: int, max_frames: int | None = None

@@ -112,6 +112,9 @@ def score_answer(task: str, completion: str, gt: str) -> AnswerScore:
 # Map quality
 
 
+PLACEMENT_SCALE_M = 1.0  # m: the center error at which a matched object's placement is 1/e
+
+
 @dataclass(frozen=True)
 class MapMatch:
     """One-to-one matching of a predicted map to the ground truth by object name."""
@@ -150,6 +153,13 @@ class MapMatch:
         denom = max(self.n_pred, self.n_gt)
         return sum(self.ious) / denom if denom else 1.0
 
+    def placement(self, scale_m: float = PLACEMENT_SCALE_M) -> float:
+        """Summed exp(-center error / ``scale_m``) of matches over max(n_pred, n_gt): like
+        :attr:`quality` 1 only for a perfect, complete map, but graded where boxes miss (IoU 0),
+        so a map 1 m off scores above one 3 m off."""
+        denom = max(self.n_pred, self.n_gt)
+        return sum(math.exp(-e / scale_m) for e in self.center_errors) / denom if denom else 1.0
+
     def summary(self) -> dict:
         return {
             "n_pred": self.n_pred,
@@ -161,6 +171,7 @@ class MapMatch:
             "center_error_m": self.mean_center_error,
             "iou": self.mean_iou,
             "quality": self.quality,
+            "placement": self.placement(),
         }
 
 
