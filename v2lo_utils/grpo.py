@@ -3,9 +3,9 @@
 The reward is the paper's: 0.9 * accuracy + 0.1 * format (TRL reward functions with weights), plus
 an optional map-aware reward (off in the paper profile): ``map_reward_kind`` 'iou' (summed box IoU,
 :func:`~v2lo_utils.rewards.map_reward`) or 'placement' (graded center error,
-:func:`~v2lo_utils.rewards.placement_reward`), weighted by ``map_reward_weight``. Dataset columns reach the reward
-functions as keyword arguments: ``answer`` (accuracy), ``map`` (map quality) and ``task`` (the
-per-task accuracy this module logs as ``accuracy/<task>``).
+:func:`~v2lo_utils.rewards.placement_reward`), weighted by ``map_reward_weight``. Dataset columns
+reach the reward functions as keyword arguments: ``answer`` (accuracy), ``map`` (map quality) and
+``task`` (the per-task accuracy this module logs as ``accuracy/<task>``).
 
 Rollouts use transformers generation, or vLLM on a GPU when ``use_vllm`` is set and vllm is
 installed. Checkpoints and resume work as in SFT.
