@@ -298,19 +298,19 @@ def _lookup(batch, examples: Sequence[GroundingExample], image_token_id: int, co
     """Per row, per named object: the position whose logits give the object's first coordinate
     (the token before it: the map entry's opening, which holds the name), the positions of the
     image tokens showing the object, and the positions of its x0 and y0 in the labels. A row
-    whose coordinates are not four single tokens per object (a value off the coordinate tokens)
-    gets none."""
+    whose coordinates are not four single tokens per object (a value off the coordinate tokens),
+    or with an object on no image token, gets none: entry i of a row is always object i."""
     out = []
     for j, e in enumerate(examples):
         labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
         coords = [p for p, t in enumerate(labels) if t in coord_ids]
         image = [p for p, t in enumerate(ids) if t == image_token_id]
-        row = []
-        for i in range(len(e.names) if len(coords) == 4 * len(e.names) else 0):
-            named = [image[t] for t in e.named_tokens(i) if t < len(image)]
-            if named:
-                row.append((coords[4 * i] - 1, named, coords[4 * i : 4 * i + 2]))
-        out.append(row)
+        n = len(e.names) if len(coords) == 4 * len(e.names) else 0
+        named = [[image[t] for t in e.named_tokens(i) if t < len(image)] for i in range(n)]
+        ok = all(named)
+        out.append(
+            [(coords[4 * i] - 1, nm, coords[4 * i : 4 * i + 2]) for i, nm in enumerate(named) if ok]
+        )
     return out
 
 
@@ -356,12 +356,12 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
             att = out.attentions[LOOKUP_HEAD[0]][:, LOOKUP_HEAD[1]]
             where = _lookup(b, chunk, model.config.image_token_id, is_coord)
             for j, (e, row) in enumerate(zip(chunk, where, strict=True)):
-                for k, (q, named, xy) in enumerate(row):
+                for i, (q, named, xy) in enumerate(row):  # entry i is object i
                     mass.append(float(att[j, q, named].sum()))
-                    chance.append(len(named) / len(e.tokens[k]))
+                    chance.append(len(named) / len(e.tokens[i]))
                     logits = out.logits[j, [p - 1 for p in xy]][:, coord_ids].float()
                     pred.append((torch.softmax(logits, -1) @ values).tolist())
-                    true.append(list(e.map.objects[k].bbox[:2]))
+                    true.append(list(e.map.objects[i].bbox[:2]))
     p, t = np.array(pred), np.array(true)
     if len(p) == 0:
         return {"n": 0}

@@ -137,25 +137,26 @@ def _gt_map(raw: object) -> CogMap:
     return CogMap.from_json(raw, where="map column")
 
 
+def _map_scores(completions: Sequence, maps: Sequence, score) -> list[float]:
+    """``score`` of each completion's parsed map matched to its ground truth; 0 without a map."""
+    out = []
+    for c, gt in zip(completions, maps, strict=True):
+        pred = parse_response(completion_text(c)).cogmap
+        out.append(0.0 if pred is None else score(match_maps(pred, _gt_map(gt))))
+    return out
+
+
 def map_reward(completions: Sequence, map: Sequence, **kwargs) -> list[float]:
     """Map quality against the dataset's ``map`` column: summed IoU of name-matched boxes over
     max(#predicted, #true) objects; 0 when the completion has no parseable map."""
-    out = []
-    for c, gt in zip(completions, map, strict=True):
-        pred = parse_response(completion_text(c)).cogmap
-        out.append(0.0 if pred is None else match_maps(pred, _gt_map(gt)).quality)
-    return out
+    return _map_scores(completions, map, lambda m: m.quality)
 
 
 def placement_reward(completions: Sequence, map: Sequence, **kwargs) -> list[float]:
     """Map placement against the dataset's ``map`` column (the project's map-aware reward, not the
     paper's): summed exp(-center error / 1 m) of name-matched objects over max(#predicted,
     #true), so naming the right objects and moving them closer both pay; 0 when no map parses."""
-    out = []
-    for c, gt in zip(completions, map, strict=True):
-        pred = parse_response(completion_text(c)).cogmap
-        out.append(0.0 if pred is None else match_maps(pred, _gt_map(gt)).placement())
-    return out
+    return _map_scores(completions, map, lambda m: m.placement())
 
 
 PAPER_REWARD_FUNCS = (accuracy_reward, format_reward)
