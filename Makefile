@@ -27,7 +27,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip download --quiet --no-deps --dest $(VENV)/wheels "unsloth==$(UNSLOTH_VERSION)"
 	touch $@
 
-# one training process at a time: it may use every core (tests keep one thread per process)
+# one training process at a time: it may use every core (tests keep one thread per process);
+# while it runs, each stage times its steps on all of them and on one, and keeps the faster
+# (v2lo_utils/threads.py: beside another session's busy process one thread is ~10x faster);
+# V2LO_THREADS=fixed keeps RUN_THREADS throughout
 RUN_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 
 run: venv
@@ -113,6 +116,7 @@ bench: venv
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_threads.py
 
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) .pytest_cache .ruff_cache .hypothesis

@@ -16,9 +16,10 @@ from v2lo_utils.perception import (
     grounding_examples,
     grounding_prompt,
     token_labels,
+    token_shares,
 )
 from v2lo_utils.renderer import Renderer
-from v2lo_utils.simulator import CameraPose, make_scene
+from v2lo_utils.simulator import CameraPose, make_scene, sample_indices
 
 
 def test_camera_boxes_are_the_map_frames_on_axis_and_rotate_with_the_camera():
@@ -69,7 +70,7 @@ def test_grounding_examples_name_visible_unique_objects_with_their_map_boxes():
         clip = scene.clips[0]
         frame = renderer.render(scene, clip.poses[0], dense=True)
         truth = scene.gt_map(clip)
-        mine = [e for e in examples if (e.image == frame.image).all()]
+        mine = [e for e in examples if (e.images[0] == frame.image).all()]
         assert sorted(e.names[0] for e in mine) == sorted(
             o.name
             for o, px in zip(truth.objects, frame.visible_pixels, strict=True)
@@ -98,6 +99,44 @@ def test_grounding_examples_name_visible_unique_objects_with_their_map_boxes():
                 assert named and all(shares.flat[t] > 0 for t in named)
 
 
+def test_multi_frame_grounding_reads_the_first_frame_in_its_map_frame():
+    examples = grounding_examples(8, seed=5, size=112, max_frames=4)
+    renderer = Renderer(112, 112)
+    counts = set()
+    for s in range(8):
+        scene = make_scene(f"grounding5-{s:05d}", 5)
+        clip = scene.clips[0]
+        first = renderer.render(scene, clip.poses[0], dense=True)
+        truth = scene.gt_map(clip)
+        mine = [e for e in examples if (e.images[0] == first.image).all()]
+        for e in mine:
+            k = len(e.images)
+            counts.add(k)
+            picks = sample_indices(len(clip.poses), k)
+            for im, i in zip(e.images[1:], picks[1:], strict=True):  # the dataset's sampling
+                assert (im == renderer.render(scene, clip.poses[i]).image).all()
+            for i, obj in enumerate(e.map.objects):
+                j = next(j for j, o in enumerate(truth.objects) if o.name == obj.name)
+                assert first.visible_pixels[j] >= 8  # the first frame shows every named object
+                assert np.allclose(obj.bbox, truth.objects[j].bbox, atol=0.051)
+                shares = np.array(e.tokens[i])
+                assert len(shares) == 16 * k and not shares[16:].any()  # first frame's tokens
+                assert np.allclose(shares[:16], token_shares(first.ids, j))
+    assert counts == {1, 2, 3, 4}
+
+
+def test_instructed_grounding_asks_after_the_datasets_instruction():
+    from v2lo_utils.prompting import INSTRUCTION
+
+    plain = grounding_examples(6, seed=3, size=56)
+    mixed = grounding_examples(6, seed=3, size=56, instructed=0.5)
+    told = [e for e in mixed if e.instructed]
+    assert told and len(told) < len(mixed) and not any(e.instructed for e in plain)
+    for e in mixed:
+        question = grounding_prompt(e.names)
+        assert e.prompt == (f"{INSTRUCTION}\n{question}" if e.instructed else question)
+
+
 def test_grounding_prompts_name_the_objects_in_the_maps_order():
     assert grounding_prompt(["sofa"]) == (
         "Where is the sofa? Its floor box in meters, in <map></map>."
@@ -109,7 +148,7 @@ def test_grounding_prompts_name_the_objects_in_the_maps_order():
 
 def test_named_tokens_fall_back_to_the_best_token():
     image = np.zeros((1, 1, 3), np.uint8)
-    e = GroundingExample(image, None, ((0.0, 0.01, 0.03, 0.0), (0.2, 0.0, 0.5, 0.06)))
+    e = GroundingExample((image,), None, ((0.0, 0.01, 0.03, 0.0), (0.2, 0.0, 0.5, 0.06)))
     assert e.named_tokens(0) == [2]  # none reaches 5%: the one it covers most
     assert e.named_tokens(1) == [0, 2, 3]
 
@@ -138,13 +177,14 @@ def test_perception_stages_train_their_parts_and_the_preset_reloads(tmp_path):
     from v2lo_utils.presets import PERCEPTION_FILE, PRESETS, build_random_model
 
     torch.set_num_threads(1)
-    p = replace(PRESETS["tiny"], vision_steps=4, grounding_steps=4)
+    p = replace(PRESETS["tiny"], vision_steps=4, grounding_steps=4, grounding_frames=3)
     plain = build_random_model(PRESETS["tiny"], tmp_path / "plain", "tiny")
     folder = build_random_model(p, tmp_path / "perceived", "tiny-perception")
     report = json.loads((folder / PERCEPTION_FILE).read_text())
     assert report["vision"]["steps"] == 4 and report["grounding"]["steps"] == 4
     after = report["grounding_after"]
     assert after["n"] > 0 and "x0_r" in after and 0 <= after["lookup_attention"] <= 1
+    assert after["multi_frame"]["n"] > 0  # clips of 2-3 frames among the held-out examples
     assert report["grounding"]["final_lookup_loss"] is not None
     a = Qwen2_5_VLForConditionalGeneration.from_pretrained(plain).state_dict()
     b = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).state_dict()
@@ -169,7 +209,8 @@ def test_lookup_queries_at_each_named_objects_entry_token(tmp_path):
 
     loaded = load_model(create_preset("tiny", tmp_path / "tiny"))
     tok = loaded.processor.tokenizer
-    examples = grounding_examples(4, seed=1, size=56)
+    examples = grounding_examples(4, seed=1, size=56) + grounding_examples(4, 2, 56, max_frames=3)
+    assert any(len(e.images) > 1 for e in examples)
     batch = FrameLoadingCollator(loaded.processor)(_sft_rows(examples))
     coord_ids = set(tok.convert_tokens_to_ids(list(COORD_TOKENS)))
     image_id = loaded.model.config.image_token_id
@@ -184,6 +225,9 @@ def test_lookup_queries_at_each_named_objects_entry_token(tmp_path):
         for i, (q, named, xy) in enumerate(row):
             assert ids[q] == entry[e.names[i]]
             assert named and all(ids[p] == image_id for p in named)
+            # keys in the first frame only: its 4 tokens (56 px) are the row's first image tokens
+            first = [p for p, t in enumerate(ids) if t == image_id][:4]
+            assert set(named) <= set(first)
             x0, y0 = (float(v) for v in tok.convert_ids_to_tokens([labels[p] for p in xy]))
             assert (x0, y0) == pytest.approx(e.map.objects[i].bbox[:2], abs=1e-6)
             checked += 1

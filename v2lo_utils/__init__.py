@@ -6,7 +6,7 @@ import numpy, torch, transformers and friends lazily, inside the functions that 
 
     layer 0 core: errors jsonl geometry catalog layout cogmap questions scoring rewards schema prompting predictions harnesses benchmark baselines easyr1_reward
     layer 1 data: simulator renderer workers loaders dataset exporters thor
-    layer 2 models: presets models perception generation training sft grpo merge evaluation
+    layer 2 models: threads presets models perception generation training sft grpo merge evaluation
     layer 3 top: runs profiles paths figures explorer report runner cli
 
 - core: the map (text <-> boxes), geometry, the tasks with one ``solve``, the QVS-Bench scoring

@@ -57,6 +57,35 @@ def coordinate_mean_processor(tokenizer):
     return CoordinateMean()
 
 
+def decode_step_clock(chooser):
+    """A logits processor that times each decode step (the time between its calls) for a
+    :class:`~v2lo_utils.threads.ThreadChooser` and runs the next step on the count it picks;
+    call ``start()`` before each ``generate`` (the first call of a generation follows the
+    prefill, which is not a decode step)."""
+    import time
+
+    from transformers import LogitsProcessor
+
+    from .threads import use_threads
+
+    class DecodeStepClock(LogitsProcessor):
+        def __init__(self) -> None:
+            self.last: float | None = None
+
+        def start(self) -> None:
+            self.last = None
+            use_threads(chooser.current())
+
+        def __call__(self, input_ids, scores):
+            if self.last is not None:
+                chooser.record(time.perf_counter() - self.last)
+            use_threads(chooser.current())
+            self.last = time.perf_counter()
+            return scores
+
+    return DecodeStepClock()
+
+
 def _batches(rows: Sequence[dict], size: int) -> Iterator[Sequence[dict]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
@@ -83,15 +112,21 @@ def generate_completions(
     from transformers import LogitsProcessorList
 
     from .presets import vision_token_ids
+    from .threads import restore_threads, thread_chooser
 
     if coordinates not in ("mean", "mode"):
         raise ValueError(f"coordinates must be 'mean' or 'mode', not {coordinates!r}")
 
     device = next(model.parameters()).device
     tok = processor.tokenizer
+    # CPU threads chosen while decoding, from the decode steps' times (see threads.py)
+    chooser = None if device.type == "cuda" else thread_chooser()
+    clock = decode_step_clock(chooser) if chooser is not None else None
+    processors = [clock] if clock is not None else []
     greedy: dict = {"do_sample": False}
     if coordinates == "mean" and (proc := coordinate_mean_processor(tok)) is not None:
-        greedy["logits_processor"] = LogitsProcessorList([proc])
+        processors.append(proc)
+    greedy["logits_processor"] = LogitsProcessorList(processors)
     was_training = model.training
     model.eval()
     out: list[str] = []
@@ -119,7 +154,10 @@ def generate_completions(
                     "do_sample": True,
                     "temperature": temperature,
                     "num_return_sequences": samples,
+                    "logits_processor": LogitsProcessorList([clock] if clock else []),
                 }
+            if clock is not None:
+                clock.start()
             with torch.no_grad():
                 ids = model.generate(
                     **inputs,
@@ -131,10 +169,13 @@ def generate_completions(
                 )
             new = ids[:, inputs["input_ids"].shape[1] :]
             out += tok.batch_decode(new, skip_special_tokens=True)
+            if chooser is not None:
+                bar.set_postfix(threads=chooser.current(), refresh=False)
             bar.update(len(batch))
     finally:
         bar.close()
         model.train(was_training)
+        restore_threads(chooser)
     return out
 
 

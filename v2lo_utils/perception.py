@@ -8,7 +8,9 @@ Two stages, run once when a preset is built (``presets.create_preset``) and cach
 2. Grounding: the whole model learns to answer "Where is the <name>?" (or "Where are the <a>,
    the <b> and the <c>?") with the objects' floor boxes in the map format, from single frames of
    fresh scenes (:func:`grounding_examples`), the vision tower now fixed. This is the preset's
-   counterpart of the 7B's grounding pretraining.
+   counterpart of the 7B's grounding pretraining. Optionally (``Preset.grounding_frames``) from
+   clips of several frames, the boxes in the first frame's map frame, and (``instructed``) with
+   the question after the dataset's instruction.
    One attention head (``LOOKUP_HEAD``) is also taught where to look: at the position that writes
    the box, its attention mass on the named object's image tokens is maximised (renderer's
    per-pixel ids). From the map loss alone it stays at chance (its share of the image tokens)
@@ -33,8 +35,10 @@ import numpy as np
 from .benchmark import pearson
 from .catalog import CATEGORIES
 from .cogmap import CogMap, format_map
+from .prompting import INSTRUCTION
 from .renderer import Renderer
-from .simulator import make_scene
+from .simulator import make_scene, sample_indices
+from .threads import adaptive_threads, timed
 
 if TYPE_CHECKING:
     import torch
@@ -115,13 +119,15 @@ def token_shares(ids: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GroundingExample:
-    """One frame, a question naming one to three objects, the answer (their map in the order
-    named, m), and per object the share of each of the frame's merged tokens that it covers
-    (the lookup head's target)."""
+    """Frames of a clip (the first first), a question naming one to three objects the first
+    frame shows, the answer (their map in the order named: the first frame's map frame, m), and
+    per object the share of each merged token of the frames, frame after frame, that it covers
+    in the first frame (0 in later frames: the lookup head's target is the first frame's view)."""
 
-    image: np.ndarray
+    images: tuple[np.ndarray, ...]
     map: CogMap
     tokens: tuple[tuple[float, ...], ...] = ()
+    instructed: bool = False  # the question after the dataset's instruction, as rows have it
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -129,7 +135,8 @@ class GroundingExample:
 
     @property
     def prompt(self) -> str:
-        return grounding_prompt(self.names)
+        question = grounding_prompt(self.names)
+        return f"{INSTRUCTION}\n{question}" if self.instructed else question
 
     @property
     def target(self) -> str:
@@ -155,21 +162,38 @@ def grounding_prompt(names: Sequence[str]) -> str:
 
 
 def grounding_examples(
-    n_scenes: int, seed: int, size: int, min_pixels: int = 8, most: int = 3
+    n_scenes: int,
+    seed: int,
+    size: int,
+    min_pixels: int = 8,
+    most: int = 3,
+    max_frames: int = 1,
+    instructed: float = 0.0,
 ) -> list[GroundingExample]:
-    """For the first frame of each of ``n_scenes`` fresh scenes, the objects it shows (at least
-    ``min_pixels`` pixels) that are the only ones of their category; one example per such object,
-    naming it first and then up to ``most - 1`` others of them (seeded count and choice). Boxes
-    are the ground truth of the clip's map frame (the first frame's, 1 cm); each named object
-    comes with the share of each merged token it covers. Naming several trains what question
-    maps need: copying each named object into the map, and reading its box from its tokens."""
+    """For each of ``n_scenes`` fresh scenes, 1 to ``max_frames`` frames of its first clip
+    (seeded count, sampled as the dataset samples them: the first frame always), and the
+    objects the first frame shows (at least ``min_pixels`` pixels) that are the only ones of
+    their category; one example per such object, naming it first and then up to ``most - 1``
+    others of them (seeded count and choice). Boxes are the ground truth of the clip's map
+    frame (the first frame's, 1 cm); each named object comes with the share of each merged
+    token it covers in the first frame. Naming several trains what question maps need: copying
+    each named object into the map, and reading its box from its tokens; several frames, that
+    the map's frame is the first frame's, where a later frame may show the object elsewhere.
+    A seeded ``instructed`` share of the scenes asks after the dataset's instruction: the
+    questions then stand as far from the frames as the dataset's do."""
     renderer = Renderer(size, size)
     rng = random.Random(f"v2lo-grounding-examples:{seed}")
+    per_frame = (size // TOKEN_PX) ** 2
     out = []
     for s in range(n_scenes):
         scene = make_scene(f"grounding{seed}-{s:05d}", seed)
         clip = scene.clips[0]
-        frame = renderer.render(scene, clip.poses[0], dense=True)
+        n_frames = rng.randint(1, max_frames) if max_frames > 1 else 1
+        told = instructed > 0 and rng.random() < instructed
+        picks = sample_indices(len(clip.poses), n_frames)
+        frame = renderer.render(scene, clip.poses[picks[0]], dense=True)
+        later = [renderer.render(scene, clip.poses[i]).image for i in picks[1:]]
+        pad = (0.0,) * (per_frame * len(later))
         truth = scene.gt_map(clip)
         shown = [
             k
@@ -180,8 +204,10 @@ def grounding_examples(
             others = [j for j in shown if j != k]
             picked = [k, *rng.sample(others, min(len(others), rng.randrange(most)))]
             objects = CogMap(tuple(truth.objects[j] for j in picked)).rounded()
-            shares = tuple(tuple(float(v) for v in token_shares(frame.ids, j)) for j in picked)
-            out.append(GroundingExample(frame.image, objects, shares))
+            shares = tuple(
+                tuple(float(v) for v in token_shares(frame.ids, j)) + pad for j in picked
+            )
+            out.append(GroundingExample((frame.image, *later), objects, shares, told))
     return out
 
 
@@ -232,12 +258,14 @@ def pretrain_vision(
 
     t0 = time.perf_counter()
     model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(train), (batch,), generator=gen).tolist()
-        loss, _, _ = loss_on([train[i] for i in idx])
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    with adaptive_threads() as chooser:
+        for _ in range(steps):
+            with timed(chooser):
+                idx = torch.randint(0, len(train), (batch,), generator=gen).tolist()
+                loss, _, _ = loss_on([train[i] for i in idx])
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
     model.eval()
     with torch.no_grad():
         val_loss, pred, target = loss_on(val)
@@ -254,6 +282,7 @@ def pretrain_vision(
         "token_y0_r": _r(pb[has][:, 1], tb[has][:, 1]),
         "pooled_x0_r": _r(pooled_p[:, 0], pooled_t[:, 0]),
         "val_frames": len(val),
+        "threads": chooser.summary() if chooser else None,
     }
 
 
@@ -265,11 +294,14 @@ def _sft_rows(examples: Sequence[GroundingExample]) -> list[dict]:
             "prompt": [
                 {
                     "role": "user",
-                    "content": [{"type": "image"}, {"type": "text", "text": e.prompt}],
+                    "content": [
+                        *({"type": "image"} for _ in e.images),
+                        {"type": "text", "text": e.prompt},
+                    ],
                 }
             ],
             "completion": [{"role": "assistant", "content": [{"type": "text", "text": e.target}]}],
-            "images": [Image.fromarray(e.image)],
+            "images": [Image.fromarray(im) for im in e.images],
         }
         for e in examples
     ]
@@ -346,7 +378,7 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
     is_coord = set(coord_ids)
     collate = FrameLoadingCollator(processor)
     rows = _sft_rows(examples)
-    pred, true, mass, chance = [], [], [], []
+    pred, true, mass, chance, frames, told = [], [], [], [], [], []
     model.eval()
     with torch.no_grad(), _eager_attention(model):
         for i in range(0, len(rows), batch):
@@ -362,7 +394,18 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
                     logits = out.logits[j, [p - 1 for p in xy]][:, coord_ids].float()
                     pred.append((torch.softmax(logits, -1) @ values).tolist())
                     true.append(list(e.map.objects[i].bbox[:2]))
-    p, t = np.array(pred), np.array(true)
+                    frames.append(len(e.images))
+                    told.append(e.instructed)
+    figures = [np.array(pred), np.array(true), np.array(mass), np.array(chance)]
+    out = _probe_figures(*figures)
+    # the same figures on the examples of several frames, and on those after the instruction
+    for key, m in (("multi_frame", np.array(frames) > 1), ("instructed", np.array(told, bool))):
+        if m.any():
+            out[key] = _probe_figures(*(f[m] for f in figures))
+    return out
+
+
+def _probe_figures(p: np.ndarray, t: np.ndarray, mass: np.ndarray, chance: np.ndarray) -> dict:
     if len(p) == 0:
         return {"n": 0}
     return {
@@ -371,8 +414,8 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
         "y0_r": _r(p[:, 1], t[:, 1]),
         "corner_error_m": float(np.linalg.norm(p - t, axis=1).mean()),
         "prior_error_m": float(np.linalg.norm(t - t.mean(0), axis=1).mean()),
-        "lookup_attention": float(np.mean(mass)),
-        "lookup_uniform": float(np.mean(chance)),
+        "lookup_attention": float(mass.mean()),
+        "lookup_uniform": float(chance.mean()),
     }
 
 
@@ -407,23 +450,24 @@ def train_grounding(
     gen = random.Random(f"v2lo-grounding:{seed}")
     t0, losses, lookups = time.perf_counter(), [], []
     model.train()
-    with _eager_attention(model):
+    with _eager_attention(model), adaptive_threads() as chooser:
         for _ in range(steps):
             chunk = gen.sample(train, min(batch, len(train)))
             b = collate(_sft_rows(chunk))
-            out = model(**b, output_attentions=lookup_weight > 0)
-            loss = out.loss
-            extra = None
-            if lookup_weight > 0:
-                where = _lookup(b, chunk, model.config.image_token_id, coord_ids)
-                extra = _lookup_loss(out.attentions, where)
-            if extra is not None:
-                loss = loss + lookup_weight * extra
-                lookups.append(float(extra.detach()))
-            loss.backward()
-            opt.step()
-            sched.step()
-            opt.zero_grad()
+            with timed(chooser):
+                out = model(**b, output_attentions=lookup_weight > 0)
+                loss = out.loss
+                extra = None
+                if lookup_weight > 0:
+                    where = _lookup(b, chunk, model.config.image_token_id, coord_ids)
+                    extra = _lookup_loss(out.attentions, where)
+                if extra is not None:
+                    loss = loss + lookup_weight * extra
+                    lookups.append(float(extra.detach()))
+                loss.backward()
+                opt.step()
+                sched.step()
+                opt.zero_grad()
             losses.append(float(out.loss.detach()))
     for p in frozen:
         p.requires_grad = True
@@ -435,12 +479,23 @@ def train_grounding(
         "final_loss": sum(tail) / len(tail),
         "lookup_weight": lookup_weight,
         "final_lookup_loss": sum(lookups[-50:]) / len(lookups[-50:]) if lookups else None,
+        "threads": chooser.summary() if chooser else None,
     }
 
 
-def perceive(model, processor, size: int, vision_steps: int, grounding_steps: int, seed: int = 0):
-    """Both stages on a freshly built preset (in place); returns the metrics for
-    ``perception.json``: held-out vision and grounding figures, grounding before and after."""
+def perceive(
+    model,
+    processor,
+    size: int,
+    vision_steps: int,
+    grounding_steps: int,
+    seed: int = 0,
+    grounding_frames: int = 1,
+    grounding_instructed: float = 0.0,
+):
+    """Both stages on a freshly built preset (in place), grounding on clips of 1 to
+    ``grounding_frames`` frames; returns the metrics for ``perception.json``: held-out vision
+    and grounding figures, grounding before and after."""
     import torch
 
     out: dict = {"seed": seed, "image_size": size}
@@ -452,8 +507,9 @@ def perceive(model, processor, size: int, vision_steps: int, grounding_steps: in
             model, processor.image_processor, train, val, vision_steps, seed=seed
         )
     if grounding_steps:
-        train = grounding_examples(max(8, grounding_steps // 2), seed + 3, size)
-        val = grounding_examples(60, seed + 4, size)
+        mix = {"max_frames": grounding_frames, "instructed": grounding_instructed}
+        train = grounding_examples(max(8, grounding_steps // 2), seed + 3, size, **mix)
+        val = grounding_examples(60, seed + 4, size, **mix)
         out["grounding_before"] = grounding_probe(model, processor, val)
         torch.manual_seed(seed)
         out["grounding"] = train_grounding(model, processor, train, grounding_steps, seed=seed)

@@ -73,6 +73,8 @@ class Preset:
     padded_vocab: int = 0  # the model's embedding rows (>= the tokenizer's); 0: the tokenizer's
     vision_steps: int = 0  # perception stage 1 at build time (v2lo_utils.perception)
     grounding_steps: int = 0  # perception stage 2: named objects' boxes, the vision tower fixed
+    grounding_frames: int = 1  # stage 2's clips have 1 to this many frames (the map: the first's)
+    grounding_instructed: float = 0.0  # share of stage 2's questions after the instruction
 
 
 PRESETS: dict[str, Preset] = {
@@ -326,7 +328,14 @@ def build_random_model(
         from .perception import perceive
 
         perception = perceive(
-            model, processor, p.image_size, p.vision_steps, p.grounding_steps, seed
+            model,
+            processor,
+            p.image_size,
+            p.vision_steps,
+            p.grounding_steps,
+            seed,
+            grounding_frames=p.grounding_frames,
+            grounding_instructed=p.grounding_instructed,
         )
     out = Path(out)
     # build beside the target and rename: concurrent builders (DDP ranks) cannot half-write it

@@ -194,6 +194,13 @@ def perception_sentence(p: dict) -> str:
             f" error {_fmt(g.get('corner_error_m'))} m against {_fmt(g.get('prior_error_m'))} m"
             " at the mean corner."
         )
+    if mf := g.get("multi_frame"):
+        text += (
+            f" On its clips of several frames ({mf['n']} objects; the map is the first frame's):"
+            f" x0 r {_fmt(mf.get('x0_r'))}, y0 r {_fmt(mf.get('y0_r'))}, the lookup head's"
+            f" attention on the object's tokens in the first frame {_fmt(mf.get('lookup_attention'))}"
+            f" (uniform {_fmt(mf.get('lookup_uniform'))})."
+        )
     return text
 
 
@@ -222,7 +229,26 @@ def steps_sentence(label: str, train: dict) -> str:
     text = f"{label}: {steps} steps in {secs or 0:.0f} s"
     if train.get("stopped_by_budget"):
         text += ", stopped by its wall-clock budget (max_seconds)"
-    return text + "."
+    return text + threads_phrase(train.get("threads")) + "."
+
+
+def threads_phrase(threads: dict | None) -> str:
+    """The CPU thread counts a stage ran on (``StageResult.threads``), as a clause for
+    :func:`steps_sentence` (", on 2, then 1 thread(s), chosen by timing (...)"); empty when
+    none were chosen."""
+    choices = (threads or {}).get("choices") or []
+    if not choices:
+        return ""
+    seq = [
+        c["threads"]
+        for i, c in enumerate(choices)
+        if i == 0 or c["threads"] != choices[i - 1]["threads"]
+    ]
+    rates = ", ".join(f"{n}: {v:.3g}" for n, v in sorted(choices[0]["seconds_per_unit"].items()))
+    return (
+        f", on {', then '.join(map(str, seq))} thread(s), chosen by timing (first probe, s per"
+        f" step: {rates}; {len(choices)} probes)"
+    )
 
 
 def _fmt(v: float | None, spec: str = ".2f") -> str:

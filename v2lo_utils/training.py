@@ -1,7 +1,7 @@
 """The training kit SFT and GRPO share (:mod:`~v2lo_utils.sft` and :mod:`~v2lo_utils.grpo` are
 siblings on it): stage parameters with their common fields, the result, LoRA settings, the
-vision-tower freeze, the wall-clock budget, checkpoints and resume, the final save with its
-per-rank report, and the frame-count filter of training rows.
+vision-tower freeze, the wall-clock budget, the CPU thread choice, checkpoints and resume, the
+final save with its per-rank report, and the frame-count filter of training rows.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import ParameterError, did_you_mean
+from .threads import restore_threads
 
 # the language model's linear layers; the vision tower (model.visual) has MLPs of the same names
 LM_LINEAR_REGEX = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -95,6 +96,7 @@ class StageResult:
     train_seconds: float
     log_history: list[dict]
     stopped_by_budget: bool = False  # max_seconds ended it before max_steps
+    threads: dict | None = None  # the CPU thread counts chosen while it ran (threads.py)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -147,6 +149,35 @@ def time_budget(seconds: float):
                 control.should_training_stop = control.should_save = self.stopped = True
 
     return TimeBudget()
+
+
+def thread_governor():
+    """A trainer callback that runs each step on the thread count a
+    :class:`~v2lo_utils.threads.ThreadChooser` picks from the steps' times (CPU only; inert on
+    a GPU, with one thread, or with ``V2LO_THREADS=fixed``); its ``summary()`` is the choices."""
+    import torch
+    from transformers import TrainerCallback
+
+    from .threads import thread_chooser, use_threads
+
+    class ThreadGovernor(TrainerCallback):
+        def __init__(self) -> None:
+            self.chooser = None if torch.cuda.is_available() else thread_chooser()
+            self.t0 = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.chooser is not None:
+                use_threads(self.chooser.current())
+                self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.chooser is not None:
+                self.chooser.record(time.perf_counter() - self.t0)
+
+        def summary(self) -> dict | None:
+            return self.chooser.summary() if self.chooser is not None else None
+
+    return ThreadGovernor()
 
 
 def select_rows(
@@ -229,8 +260,13 @@ def run_trainer(trainer, p: StageParams, processor, model=None) -> dict:
     """Train (resuming from the last checkpoint in ``p.output_dir``), save the final model, and
     return the fields of a :class:`StageResult` plus ``steps_done`` (this call's steps)."""
     resume = last_checkpoint(p.output_dir)
+    governor = thread_governor()
+    trainer.add_callback(governor)
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        restore_threads(governor.chooser)
     seconds = time.perf_counter() - t0
     final = save_final(trainer, processor, Path(p.output_dir), model or trainer.model)
     return {
@@ -241,4 +277,5 @@ def run_trainer(trainer, p: StageParams, processor, model=None) -> dict:
         "train_seconds": seconds,
         "log_history": list(trainer.state.log_history),
         "steps_done": trainer.state.global_step - checkpoint_step(resume),
+        "threads": governor.summary(),
     }
