@@ -25,9 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = r"""
 import json, sys, tempfile, time
-from dataclasses import replace
 from pathlib import Path
-import torch
 mode, model, data, steps, rows_n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 from v2lo_utils.dataset import Dataset
 from v2lo_utils.generation import generate_completions
@@ -104,7 +102,7 @@ def main() -> None:
             try:
                 for mode in ("all", "one", "auto"):
                     r = run(mode, model, data, args.steps, args.rows, cores)
-                    label = {"all": str(cores), "one": "1", "auto": f"auto ({cores} or 1)"}[mode]
+                    label = {"all": str(cores), "one": "1", "auto": "chosen while running"}[mode]
                     chosen = " -> ".join(map(str, r["chosen"])) or "-"
                     print(
                         f"| {condition} | {label} | {r['sft']:.1f} | {r['gen']:.2f} | {chosen} |",
