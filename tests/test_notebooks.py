@@ -1,6 +1,10 @@
 """Headless notebooks (papermill through the runner), the runner's failure report, the explorer."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -10,6 +14,7 @@ from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
 from v2lo_utils.explorer import Explorer
 from v2lo_utils.profiles import load_profiles
 from v2lo_utils.runner import RunError, find_notebooks, parse_overrides, pipeline_steps, run_profile
+from v2lo_utils.runs import PIPELINE
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -154,6 +159,59 @@ def test_runner_names_the_failing_notebook_and_cell(tmp_path):
     ]
 
 
+def test_a_killed_run_records_its_step_and_leaves_no_kernel(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("run_dir = ''"),
+        nbformat.v4.new_code_cell(
+            "import os, pathlib, time\n"
+            "pathlib.Path(run_dir, 'kernel.pid').write_text(str(os.getpid()))\n"
+            "time.sleep(300)"
+        ),
+    ]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    (tmp_path / "nbs").mkdir()
+    nbformat.write(nb, tmp_path / "nbs" / "01_slow.ipynb")
+    code = (
+        "from v2lo_utils.runner import run_profile\n"
+        f"run_profile('smoke', notebooks_dir={str(tmp_path / 'nbs')!r}, run_id='r', "
+        f"runs_dir={str(tmp_path / 'runs')!r}, pipeline=['01_slow'])"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE)
+    pid_file, deadline = tmp_path / "runs" / "r" / "kernel.pid", time.monotonic() + 120
+    while not pid_file.exists() and runner.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pid_file.exists(), runner.stderr.read().decode()[-2000:]
+    time.sleep(0.5)  # the pid is written; the write may not be complete
+    kernel = int(pid_file.read_text())
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(60) != 0 and b"KeyboardInterrupt: SIGTERM" in runner.stderr.read()
+
+    def alive(pid: int) -> bool:  # a zombie (ended, not yet reaped) counts as ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    for _ in range(100):  # the kernel ends with the runner
+        if not alive(kernel):
+            break
+        time.sleep(0.1)
+    assert not alive(kernel)
+    run = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())
+    assert [(n["notebook"], n["status"]) for n in run["notebooks"]] == [
+        ("01_slow.ipynb", "interrupted")
+    ]
+    assert (
+        "INTERRUPTED 01_slow.ipynb (SIGTERM)" in (tmp_path / "runs" / "r" / "run.log").read_text()
+    )
+
+
 def test_runner_arguments(tmp_path):
     assert parse_overrides(["scenes=3", "data_dir=out/x", "flag=true", "xs=[1, 2]"]) == {
         "scenes": 3,
@@ -170,6 +228,10 @@ def test_runner_arguments(tmp_path):
     steps = pipeline_steps(ROOT / "notebooks", load_profiles()["smoke"], only=["04"])
     merges = ["04_merge-sft.ipynb", "04_merge-grpo.ipynb", "04_merge-grpo_map.ipynb"]
     assert [s.output_name for s in steps] == merges
+    paper = [s.name for s in pipeline_steps(ROOT / "notebooks", load_profiles()["paper"])]
+    assert paper == list(PIPELINE) and "03_grpo:grpo_map" not in paper
+    with pytest.raises(RunError, match="no pipeline named 'mapreward': paper, map_reward"):
+        pipeline_steps(ROOT / "notebooks", {"pipeline": "mapreward"})
     with pytest.raises(RunError, match="unknown profile"):
         run_profile("huge", runs_dir=tmp_path)
 

@@ -11,6 +11,7 @@ from training_helpers import Interrupted, StopAt
 
 from v2lo_utils.dataset import Dataset
 from v2lo_utils.models import load_model
+from v2lo_utils.report import steps_sentence
 from v2lo_utils.sft import FrameLoadingCollator, SFTParams, sft_rows, train_sft
 from v2lo_utils.training import last_checkpoint
 
@@ -194,3 +195,89 @@ def test_time_budget_stops_and_saves_and_frozen_vision_stays_put(tiny_workspace,
     assert visual and all((before[k] == after[k]).all() for k in visual)
     language = [k for k in before if "visual" not in k]
     assert any((before[k] != after[k]).any() for k in language)
+
+
+def lookup_rows(ds, n):
+    from v2lo_utils.exporters import export_rows
+    from v2lo_utils.perception import first_frame_tokens
+
+    chosen = [r for r in ds.rows["train"] if r["map"]][:n]
+    rows = export_rows(chosen, "trl-prompt-completion", ds.root)
+    for row, tokens in zip(rows, first_frame_tokens(ds, chosen), strict=True):
+        row["lookup"] = json.dumps(tokens)
+    return rows
+
+
+def test_lookup_targets_are_the_tokens_showing_each_map_object_in_the_first_frame(tiny_workspace):
+    from v2lo_utils.perception import first_frame_tokens
+
+    ds = Dataset.load(tiny_workspace / "data")
+    rows = [r for r in ds.rows["train"] if r["map"]]
+    counts = {"shown": 0, "hidden": 0}
+    for row, objects in zip(rows, first_frame_tokens(ds, rows), strict=True):
+        assert len(objects) == len(row["map"])
+        for tokens, pixels in zip(objects, row["visibility"], strict=True):
+            first = pixels[0]  # the build's count of the object's pixels in the first frame
+            assert set(tokens) <= set(range(4))  # 56 px: 2 x 2 merged tokens
+            if tokens:  # each listed token holds at least 5% of its 28 x 28 px
+                assert first >= 0.05 * 28 * 28 * len(tokens)
+                counts["shown"] += 1
+            elif first >= 4 * 0.05 * 28 * 28:  # then some token must hold 5%
+                pytest.fail(f"{row['id']}: {first} px in the first frame, no token")
+            if first == 0:
+                assert tokens == []
+                counts["hidden"] += 1
+    assert counts["shown"] > 20 and counts["hidden"] > 0
+
+
+def test_lookup_mass_is_the_lookup_heads_attention_on_the_first_frames_object(tiny_workspace):
+    import torch
+
+    from v2lo_utils.perception import (
+        LOOKUP_HEAD,
+        _eager_attention,
+        lookup_attention,
+        lookup_mass,
+    )
+    from v2lo_utils.presets import entry_tokens
+
+    ds = Dataset.load(tiny_workspace / "data")
+    rows = lookup_rows(ds, 8)
+    loaded = load_model(str(tiny_workspace / "models" / "tiny"))
+    batch = FrameLoadingCollator(loaded.processor)(rows)
+    target = [batch.pop(k) for k in ("lookup_rows", "lookup_queries", "lookup_keys")]
+    assert len(target[0]) > 0
+    tok, image_id = loaded.processor.tokenizer, loaded.model.config.image_token_id
+    entries = set(tok.convert_tokens_to_ids(list(entry_tokens())))
+    for j, q, keys in zip(*target, strict=True):
+        ids = batch["input_ids"][j].tolist()
+        assert ids[q] in entries  # the map entry's opening writes the object's first coordinate
+        first = [p for p, t in enumerate(ids) if t == image_id][:4]
+        assert set(keys.nonzero().flatten().tolist()) <= set(first)
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen["hidden"] = args[0] if args else kwargs["hidden_states"]
+        seen["rope"] = kwargs["position_embeddings"]
+
+    layer = lookup_attention(loaded.model)
+    hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
+    with torch.no_grad(), _eager_attention(loaded.model):
+        out = loaded.model(**batch, output_attentions=True)
+    hook.remove()
+    weights = out.attentions[LOOKUP_HEAD[0]][:, LOOKUP_HEAD[1]]
+    expected = torch.stack([weights[j, q][k].sum() for j, q, k in zip(*target, strict=True)])
+    with torch.no_grad():
+        got = lookup_mass(layer, seen["hidden"], seen["rope"], batch["attention_mask"], *target)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_sft_with_the_lookup_loss_trains_and_logs_it(tiny_workspace, tmp_path):
+    kw = dict(max_steps=3, save_steps=100, max_rows=8, lookup_weight=1.0)
+    p = params(tiny_workspace, tmp_path / "lookup", **kw)
+    result = train_sft(p)
+    logged = [h["lookup_loss"] for h in result.log_history if "lookup_loss" in h]
+    assert len(logged) == 3 and all(0 < v < 20 for v in logged)
+    assert result.lookup == {"weight": 1.0, "first": logged[0], "last": logged[-1]}
+    text = steps_sentence("after SFT", result.to_json())
+    assert "lookup loss (weight 1: -log" in text and f"{logged[-1]:.2f})" in text

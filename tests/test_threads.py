@@ -138,12 +138,14 @@ def test_training_chooses_its_threads_and_gives_torch_back_its_count(
     assert threads["options"] == [2, 1] and threads["choices"]
     first = threads["choices"][0]
     assert first["why"] == "start" and set(first["seconds_per_unit"]) <= {"1", "2"}
-    monkeypatch.setenv("V2LO_THREADS", "fixed")
     torch.set_num_threads(2)
     try:
         from v2lo_utils.threads import thread_chooser
 
-        assert thread_chooser() is None
+        assert thread_chooser("cpu") is not None
+        assert thread_chooser("cuda:0") is None  # no choice for work on a GPU
+        monkeypatch.setenv("V2LO_THREADS", "fixed")
+        assert thread_chooser("cpu") is None
     finally:
         torch.set_num_threads(before)
 

@@ -129,6 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunError as err:
         print(f"v2lo run: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:
+        why = str(err) or "Ctrl-C"
+        print(f"v2lo run: interrupted ({why}); run.json lists the finished steps", file=sys.stderr)
+        return 130
     print(f"run finished: {result.run_dir} ({', '.join(result.notebooks)})")
     return 0
 

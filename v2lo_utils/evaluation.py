@@ -4,7 +4,8 @@ Two entry points over the same scoring (:func:`~v2lo_utils.benchmark.score_row`)
 summary (:func:`~v2lo_utils.benchmark.summarize_records`):
 
 - :func:`evaluate_model`: generate for rows and score them in memory (notebooks 02 and 03, with
-  the swapped-frames and question-only controls); :func:`sampled_reward` for GRPO's objective;
+  the swapped-frames and question-only controls); :func:`sampled_reward` for GRPO's objective,
+  :func:`evaluate_policy` both (notebook 03);
 - :func:`evaluate_benchmark`: greedy generation into an append-only predictions file, one JSON
   line per question (id, completion, ``row_sha`` and its scores), resumable after a kill (ids in
   the file are skipped, a partial last line is cut off), each row scored once, when generated;
@@ -85,11 +86,12 @@ def sampled_reward(
     samples: int = 4,
     temperature: float = 1.0,
     max_new_tokens: int = 512,
-    batch_size: int = 4,
+    batch_size: int = 16,
     seed: int = 0,
 ) -> dict:
     """The policy's expected paper reward on ``rows``: ``samples`` completions per row at
-    ``temperature`` (what GRPO optimises), with its format and accuracy parts."""
+    ``temperature`` (what GRPO optimises), with its format and accuracy parts. ``batch_size``
+    counts completions generated at once (rows x samples)."""
     from .generation import generate_completions
 
     completions = generate_completions(
@@ -98,7 +100,7 @@ def sampled_reward(
         rows,
         root,
         max_new_tokens,
-        batch_size,
+        max(1, batch_size // samples),
         temperature=temperature,
         samples=samples,
         seed=seed,
@@ -112,6 +114,30 @@ def sampled_reward(
         "format": mean(s["format"] for s in scores) if scores else 0.0,
         "accuracy": mean(s["accuracy"] for s in scores) if scores else 0.0,
     }
+
+
+def evaluate_policy(
+    model,
+    processor,
+    rows: Sequence[dict],
+    root,
+    max_new_tokens: int = 512,
+    samples: int = 4,
+    temperature: float = 1.0,
+    batch_size: int = 4,
+    controls: Sequence[dict] | None = None,
+    seed: int = 0,
+):
+    """GRPO's held-out measure: :func:`evaluate_model` (greedy, ``batch_size`` rows at once; the
+    controls with ``controls``), its summary with ``sampled``: :func:`sampled_reward` at the
+    policy's own sampling (``samples`` per row at ``temperature``)."""
+    records, completions, summary = evaluate_model(
+        model, processor, rows, root, max_new_tokens, batch_size, controls, seed
+    )
+    summary["sampled"] = sampled_reward(
+        model, processor, rows, root, samples, temperature, max_new_tokens, batch_size, seed
+    )
+    return records, completions, summary
 
 
 def evaluate_benchmark(

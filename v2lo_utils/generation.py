@@ -120,7 +120,7 @@ def generate_completions(
     device = next(model.parameters()).device
     tok = processor.tokenizer
     # CPU threads chosen while decoding, from the decode steps' times (see threads.py)
-    chooser = None if device.type == "cuda" else thread_chooser()
+    chooser = thread_chooser(device)
     clock = decode_step_clock(chooser) if chooser is not None else None
     processors = [clock] if clock is not None else []
     greedy: dict = {"do_sample": False}

@@ -361,6 +361,110 @@ def _lookup_loss(attentions, where) -> torch.Tensor | None:
     return torch.stack(terms).mean() if terms else None
 
 
+def first_frame_tokens(ds, rows: Sequence[dict], min_share: float = 0.05) -> list[list[list[int]]]:
+    """Per dataset row, per object of its map (in order): the merged tokens of the row's first
+    frame (raster order) that show the object (at least ``min_share`` of their pixels); [] for an
+    object the first frame does not show, or one no single scene object matches. The targets of
+    the lookup head during SFT (:func:`lookup_batch`); each clip's first frame is rendered once."""
+    size = ds.manifest["config"]["image_size"]
+    renderer, scenes, frames = Renderer(size, size), {}, {}
+    out = []
+    for row in rows:
+        sid, first = row["scene_id"], row["frame_indices"][0]
+        scene = scenes.get(sid) or scenes.setdefault(sid, ds.scene(sid)[0])
+        clip = scene.clip(row["clip_id"])
+        key = (sid, clip.clip_id, first)
+        if key not in frames:
+            ids = renderer.render(scene, clip.poses[first], dense=True).ids
+            frames[key] = [
+                [t for t, v in enumerate(token_shares(ids, k)) if v >= min_share]
+                for k in range(len(scene.objects))
+            ]
+        truth = scene.gt_map(clip).objects
+        per_object = []
+        for entry in row["map"]:
+            match = [
+                k
+                for k, o in enumerate(truth)
+                if o.name == entry["object_name"]
+                and max(abs(a - b) for a, b in zip(o.bbox, entry["bbox"], strict=True)) < 0.006
+            ]
+            per_object.append(frames[key][match[0]] if len(match) == 1 else [])
+        out.append(per_object)
+    return out
+
+
+def lookup_batch(
+    batch,
+    tokens: Sequence[Sequence[Sequence[int]]],
+    image_token_id: int,
+    entry_ids: set,
+    per_frame: int,
+) -> dict:
+    """The lookup head's targets in a collated batch: for each map entry of each row whose
+    entries (``entry_ids``: the map-entry openings, one token each) are as many as its objects in
+    ``tokens`` (:func:`first_frame_tokens`), and whose object the first frame shows: the row,
+    the position writing the entry's first coordinate (the opening), and the positions of the
+    object's image tokens in the first frame (``per_frame`` tokens a frame). Tensors
+    ``lookup_rows`` (N), ``lookup_queries`` (N) and ``lookup_keys`` (N x sequence, bool)."""
+    import torch
+
+    length = batch["input_ids"].shape[1]
+    rows, queries, keys = [], [], []
+    for j, objects in enumerate(tokens):
+        labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
+        entries = [p for p, t in enumerate(labels) if t in entry_ids]
+        if len(entries) != len(objects):
+            continue
+        image = [p for p, t in enumerate(ids) if t == image_token_id][:per_frame]
+        for q, shown in zip(entries, objects, strict=True):
+            where = [image[t] for t in shown if t < len(image)]
+            if where:
+                mask = torch.zeros(length, dtype=torch.bool)
+                mask[where] = True
+                rows.append(j)
+                queries.append(q)
+                keys.append(mask)
+    return {
+        "lookup_rows": torch.tensor(rows, dtype=torch.long),
+        "lookup_queries": torch.tensor(queries, dtype=torch.long),
+        "lookup_keys": torch.stack(keys) if keys else torch.zeros(0, length, dtype=torch.bool),
+    }
+
+
+def lookup_attention(model):
+    """The language model's attention layer holding the lookup head (``LOOKUP_HEAD``'s layer)."""
+    for m in model.modules():
+        if hasattr(m, "q_proj") and getattr(m, "layer_idx", None) == LOOKUP_HEAD[0]:
+            return m
+    raise ValueError("no language attention layer with q_proj at the lookup head's layer")
+
+
+def lookup_mass(attn, hidden, position_embeddings, attention_mask, rows, queries, keys):
+    """The lookup head's attention mass on ``keys`` (N x T, bool) from positions ``queries`` of
+    batch rows ``rows``, computed from the layer's input (``hidden``: B x T x H after its norm;
+    ``position_embeddings``: its rotary cos and sin, B x T x head_dim) as the layer computes its
+    weights: its q and k projections, the rotary embedding, a causal softmax over the row's
+    positions that ``attention_mask`` (B x T) keeps. Differentiable; N values in [0, 1]."""
+    import torch
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import rotate_half
+
+    d, head = attn.head_dim, LOOKUP_HEAD[1]
+    group = head // attn.num_key_value_groups
+    n = torch.arange(len(rows), device=hidden.device)
+    cos, sin = (e[rows] for e in position_embeddings)  # N x T x d
+    h = hidden[rows]
+    q = attn.q_proj(h[n, queries])[:, head * d : (head + 1) * d]
+    k = attn.k_proj(h)[..., group * d : (group + 1) * d]
+    q = q * cos[n, queries] + rotate_half(q) * sin[n, queries]
+    k = k * cos + rotate_half(k) * sin
+    scores = (k @ q.unsqueeze(-1)).squeeze(-1) * attn.scaling
+    steps = torch.arange(hidden.shape[1], device=hidden.device)
+    keep = (steps[None, :] <= queries[:, None]) & attention_mask[rows].bool()
+    weights = torch.softmax(scores.masked_fill(~keep, float("-inf")).float(), dim=-1)
+    return (weights * keys).sum(-1)
+
+
 def grounding_probe(model, processor, examples: Sequence[GroundingExample], batch: int = 16):
     """Held-out grounding, teacher-forced, over every named object: the model's expected value
     of the first box corner (x0, y0) over the coordinate tokens, against the truth; Pearson r

@@ -12,6 +12,17 @@ from pathlib import Path
 
 from .runs import METRICS_FILES, RunFolder
 
+# per training stage: the labels of its held-out panel (before, after) and the panel's title
+STAGE_PANELS = {
+    "sft": ("before SFT", "after SFT", "SFT on held-out clips"),
+    "grpo": ("SFT", "SFT + GRPO", "GRPO on held-out prompts"),
+    "grpo_map": (
+        "SFT",
+        "SFT + GRPO, map reward",
+        "GRPO with the map-aware reward on held-out prompts",
+    ),
+}
+
 
 def write_report(
     path: str | Path, title: str, sections: list[tuple[str, list]], meta: dict | None = None
@@ -73,16 +84,7 @@ def qvs_report(
     run.write_metrics("qvs", {"summaries": lean, "diagnostics": diag})
     stages = stage_metrics(run_dir)
     training = []
-    panels = (
-        ("sft", ("before SFT", "after SFT"), "SFT on held-out clips"),
-        ("grpo", ("SFT", "SFT + GRPO"), "GRPO on held-out prompts"),
-        (
-            "grpo_map",
-            ("SFT", "SFT + GRPO, map reward"),
-            "GRPO with the map-aware reward on held-out prompts",
-        ),
-    )
-    for name, (before, after), title in panels:
+    for name, (before, after, title) in STAGE_PANELS.items():
         if name in stages:
             m = stages[name]
             training.append(
@@ -96,9 +98,9 @@ def qvs_report(
                 training.append(perception_sentence(m["perception"]))
             training.append(steps_sentence(after, m.get("train") or {}))
             training += control_verdicts(after, m["after"])
-    for name, label in (("grpo", "SFT + GRPO"), ("grpo_map", "SFT + GRPO, map reward")):
+    for name in ("grpo", "grpo_map"):
         if name in stages:
-            training.append(reward_sentence(label, stages[name]))
+            training.append(reward_sentence(STAGE_PANELS[name][1], stages[name]))
     sections = [
         (
             "QVS-Bench-Sim",
@@ -229,6 +231,11 @@ def steps_sentence(label: str, train: dict) -> str:
     text = f"{label}: {steps} steps in {secs or 0:.0f} s"
     if train.get("stopped_by_budget"):
         text += ", stopped by its wall-clock budget (max_seconds)"
+    if lookup := train.get("lookup"):
+        text += (
+            f", with the lookup loss (weight {lookup['weight']:g}: -log of the lookup head's"
+            f" attention on the first frame's object, {lookup['first']:.2f} -> {lookup['last']:.2f})"
+        )
     return text + threads_phrase(train.get("threads")) + "."
 
 

@@ -14,15 +14,18 @@ from __future__ import annotations
 import ast
 import json
 import re
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ParameterError, V2loError, did_you_mean
 from .profiles import load_profiles, notebook_parameters
-from .runs import PIPELINE
+from .runs import PIPELINE, PIPELINES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_RE = re.compile(r"^(\d\d)_\w+\.ipynb$")
@@ -61,10 +64,17 @@ def pipeline_steps(
     only: Sequence[str] | None = None,
     pipeline: Sequence[str] | None = None,
 ) -> list[Step]:
-    """``pipeline``, else the profile's, else the standard one (:data:`~v2lo_utils.runs.PIPELINE`);
-    filtered by ``only`` (numbers, stems or step names)."""
+    """``pipeline``, else the profile's, else the standard one (:data:`~v2lo_utils.runs.PIPELINE`),
+    each a list of steps or a name in :data:`~v2lo_utils.runs.PIPELINES`; filtered by ``only``
+    (numbers, stems or step names)."""
     notebooks = {p.stem: p for p in find_notebooks(folder)}
     names = pipeline or profile.get("pipeline") or PIPELINE
+    if isinstance(names, str):
+        if names not in PIPELINES:
+            raise RunError(
+                f"no pipeline named {names!r}: {', '.join(PIPELINES)} or a list of steps"
+            )
+        names = PIPELINES[names]
     steps = []
     for name in names:
         stem = name.partition(":")[0]
@@ -267,16 +277,24 @@ def run_profile(
         kept = [e for e in summary["notebooks"] if e.get("notebook") != step.output_name]
         summary["notebooks"] = [*kept, entry]  # a rerun replaces that notebook's entry
         _append(log, f"{_now()} start {step.output_name} {json.dumps(params)}")
+        _write_summary(run_dir, summary)  # a killed run still shows the step it was in
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(
-                str(nb),
-                str(run_dir / step.output_name),
-                parameters=params,
-                cwd=str(root),
-                kernel_name=kernel_name,
-                progress_bar=False,
-            )
+            with _signals_interrupt():
+                pm.execute_notebook(
+                    str(nb),
+                    str(run_dir / step.output_name),
+                    parameters=params,
+                    cwd=str(root),
+                    kernel_name=kernel_name,
+                    progress_bar=False,
+                )
+        except KeyboardInterrupt as err:
+            entry.update(status="interrupted", seconds=round(time.perf_counter() - t0, 1))
+            why = str(err) or "Ctrl-C"
+            _append(log, f"{_now()} INTERRUPTED {step.output_name} ({why}); earlier steps kept")
+            _write_summary(run_dir, summary)
+            raise
         except Exception as err:
             failure = _failure(nb, err, step.output_name)
             entry.update(status="failed", error=str(failure), seconds=time.perf_counter() - t0)
@@ -287,6 +305,25 @@ def run_profile(
         _append(log, f"{_now()} done {step.output_name} in {entry['seconds']} s")
         _write_summary(run_dir, summary)
     return RunResult(run_dir, [s.output_name for s in steps])
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a step as Ctrl-C does (KeyboardInterrupt): the runner records it
+    as interrupted, and papermill shuts its kernel down (signal handlers: main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _fill(value: object, run_dir: Path) -> object:

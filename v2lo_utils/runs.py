@@ -26,6 +26,12 @@ PIPELINE = (
     "04_merge:grpo",
     "05_qvs_bench_analysis",
 )
+# the pipelines a profile names (its 'pipeline' key, or a list of steps): the paper's, and the
+# same with GRPO run again from the same SFT model with the project's map-aware reward
+PIPELINES = {
+    "paper": PIPELINE,
+    "map_reward": (*PIPELINE[:-1], "03_grpo:grpo_map", "04_merge:grpo_map", PIPELINE[-1]),
+}
 # training stages; grpo_map is GRPO again from the same SFT model with the map-aware reward
 # (profiles run it as '03_grpo:grpo_map', then '04_merge:grpo_map')
 STAGES = ("sft", "grpo", "grpo_map")

@@ -16,6 +16,7 @@ folder continues from the last one. The final model (or adapter) is saved as saf
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,9 @@ class SFTParams(StageParams):
     max_length: int | None = None
     long_fraction: float = 0.0  # of the rows over max_frames, kept (seeded) for their format
     gradient_checkpointing: bool = False
+    # presets: weight of the lookup head's loss on the map's objects in the first frame (the
+    # grounding stage's, perception.py), added to the map/think/answer loss; 0: none
+    lookup_weight: float = 0.0
 
 
 def sft_rows(
@@ -64,21 +68,77 @@ def sft_rows(
 
 
 class FrameLoadingCollator:
-    """TRL's vision-language collator, fed PIL frames opened from the rows' image paths."""
+    """TRL's vision-language collator, fed PIL frames opened from the rows' image paths. Rows
+    with a ``lookup`` field (JSON: :func:`~v2lo_utils.perception.first_frame_tokens`'s per-object
+    token lists) also get the lookup head's targets (:func:`~v2lo_utils.perception.lookup_batch`)."""
 
     def __init__(self, processor, max_length: int | None = None) -> None:
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
+        self.processor = processor
         self.inner = DataCollatorForVisionLanguageModeling(
             processor=processor, max_length=max_length, completion_only_loss=True
         )
 
     def __call__(self, examples: list[dict]) -> dict:
         loaded = [
-            {**ex, "images": [load_image(p) if isinstance(p, str) else p for p in ex["images"]]}
+            {
+                **{k: v for k, v in ex.items() if k != "lookup"},
+                "images": [load_image(p) if isinstance(p, str) else p for p in ex["images"]],
+            }
             for ex in examples
         ]
-        return self.inner(loaded)
+        batch = self.inner(loaded)
+        if any("lookup" in ex for ex in examples):
+            from .perception import lookup_batch
+            from .presets import entry_tokens
+
+            tok = self.processor.tokenizer
+            entry_ids = set(tok.convert_tokens_to_ids(list(entry_tokens())))
+            merge = getattr(self.processor.image_processor, "merge_size", 2)
+            per_frame = int(batch["image_grid_thw"][0].prod()) // merge**2
+            tokens = [json.loads(ex.get("lookup") or "[]") for ex in examples]
+            image_id = tok.convert_tokens_to_ids("<|image_pad|>")
+            batch |= lookup_batch(batch, tokens, image_id, entry_ids, per_frame)
+        return batch
+
+
+def lookup_trainer(base, weight: float):
+    """``base`` (TRL's SFTTrainer) whose loss adds ``weight`` x the lookup head's loss: the mean
+    over the batch's map entries of -log(the head's attention mass on the entry's object in the
+    first frame), from the lookup layer's input captured during the forward pass
+    (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``lookup_loss``."""
+    import torch
+
+    from .perception import lookup_attention, lookup_mass
+
+    class LookupSFTTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            target = [inputs.pop(k, None) for k in ("lookup_rows", "lookup_queries", "lookup_keys")]
+            seen: dict = {}
+
+            def capture(module, args, kwargs):
+                seen["hidden"] = args[0] if args else kwargs["hidden_states"]
+                seen["rope"] = kwargs["position_embeddings"]
+
+            hook = lookup_attention(model).register_forward_pre_hook(capture, with_kwargs=True)
+            try:
+                loss, outputs = super().compute_loss(
+                    model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+                )
+            finally:
+                hook.remove()
+            rows, queries, keys = target
+            if rows is not None and len(rows) and seen:
+                layer, mask = lookup_attention(model), inputs["attention_mask"]
+                mass = lookup_mass(layer, seen["hidden"], seen["rope"], mask, rows, queries, keys)
+                extra = -torch.log(mass + 1e-6).mean()
+                loss = loss + weight * extra.to(loss.dtype)
+                mode = "train" if model.training else "eval"
+                self._metrics[mode]["lookup_loss"].append(float(extra.detach()))
+            return (loss, outputs) if return_outputs else loss
+
+    return LookupSFTTrainer
 
 
 def unsloth_peft_kwargs(p: SFTParams) -> dict:
@@ -133,6 +193,7 @@ def sft_config_kwargs(p: SFTParams, on_gpu: bool, world_size: int = 1) -> dict:
 class SFTResult(StageResult):
     samples_per_second: float
     parameters: dict
+    lookup: dict | None = None  # the lookup loss's weight, first and last logged values
 
 
 def prepare_model(p: SFTParams):
@@ -161,13 +222,20 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     from datasets import Dataset as HFDataset
 
     from .dataset import Dataset
+    from .exporters import export_rows
 
     ds = Dataset.load(p.data_dir)
-    rows = sft_rows(ds.rows.get("train", []), ds.root, p.max_frames, p.long_fraction, p.seed)
+    chosen = select_rows(ds.rows.get("train", []), p.max_frames, p.long_fraction, p.seed)
     if p.max_rows:
-        rows = rows[: p.max_rows]
-    if not rows:
+        chosen = chosen[: p.max_rows]
+    if not chosen:
         raise ValueError(f"{p.data_dir}: no training rows (max_frames={p.max_frames})")
+    rows = export_rows(chosen, "trl-prompt-completion", ds.root)
+    if p.lookup_weight > 0:
+        from .perception import first_frame_tokens
+
+        for row, tokens in zip(rows, first_frame_tokens(ds, chosen), strict=True):
+            row["lookup"] = json.dumps(tokens)
     model, processor, backend = prepare_model(p)
     import torch
     from trl import SFTConfig, SFTTrainer
@@ -176,7 +244,8 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     world = world_size()
     args = SFTConfig(**sft_config_kwargs(p, on_gpu, world))
     budget = time_budget(p.max_seconds)
-    trainer = SFTTrainer(
+    trainer_class = lookup_trainer(SFTTrainer, p.lookup_weight) if p.lookup_weight else SFTTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=HFDataset.from_list(rows),
@@ -186,11 +255,15 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     )
     run = run_trainer(trainer, p, processor, model)
     samples = run.pop("steps_done") * p.batch_size * p.grad_accum * world
+    logged = [h["lookup_loss"] for h in run["log_history"] if "lookup_loss" in h]
     return SFTResult(
         **run,
         samples_per_second=samples / max(run["train_seconds"], 1e-9),
         parameters={**count_parameters(model), "backend": backend, "mode": p.mode},
         stopped_by_budget=budget.stopped,
+        lookup={"weight": p.lookup_weight, "first": logged[0], "last": logged[-1]}
+        if logged
+        else None,
     )
 
 

@@ -117,13 +117,15 @@ class ThreadChooser:
         return {"options": list(self.options), "threads": self.choice, "choices": self.log}
 
 
-def thread_chooser(**kwargs) -> ThreadChooser | None:
-    """A chooser between torch's thread count and one thread; None when there is no choice
-    (one thread already) or ``V2LO_THREADS=fixed``."""
+def thread_chooser(device=None, **kwargs) -> ThreadChooser | None:
+    """A chooser between torch's thread count and one thread; None when there is no choice: the
+    work runs on a GPU (``device``'s type is cuda; without a device, whenever torch sees a GPU),
+    torch has one thread already, or ``V2LO_THREADS=fixed``."""
     import torch
 
+    on_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
     n = torch.get_num_threads()
-    if n <= 1 or os.environ.get("V2LO_THREADS", "auto") == "fixed":
+    if on_gpu or n <= 1 or os.environ.get("V2LO_THREADS", "auto") == "fixed":
         return None
     return ThreadChooser((n, 1), **kwargs)
 
@@ -144,11 +146,9 @@ def restore_threads(chooser: ThreadChooser | None) -> None:
 
 @contextmanager
 def adaptive_threads(**kwargs) -> Iterator[ThreadChooser | None]:
-    """A chooser (:func:`thread_chooser`, None on a GPU machine) for the block's units; torch's
-    thread count is restored when the block ends."""
-    import torch
-
-    chooser = None if torch.cuda.is_available() else thread_chooser(**kwargs)
+    """A chooser (:func:`thread_chooser`) for the block's units; torch's thread count is
+    restored when the block ends."""
+    chooser = thread_chooser(**kwargs)
     try:
         yield chooser
     finally:

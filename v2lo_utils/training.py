@@ -155,14 +155,13 @@ def thread_governor():
     """A trainer callback that runs each step on the thread count a
     :class:`~v2lo_utils.threads.ThreadChooser` picks from the steps' times (CPU only; inert on
     a GPU, with one thread, or with ``V2LO_THREADS=fixed``); its ``summary()`` is the choices."""
-    import torch
     from transformers import TrainerCallback
 
     from .threads import thread_chooser, use_threads
 
     class ThreadGovernor(TrainerCallback):
         def __init__(self) -> None:
-            self.chooser = None if torch.cuda.is_available() else thread_chooser()
+            self.chooser = thread_chooser()
             self.t0 = 0.0
 
         def on_step_begin(self, args, state, control, **kwargs):
