@@ -117,6 +117,7 @@ bench: venv
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_threads.py
+	$(PY) bench/bench_generate.py
 
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,6 +1,7 @@
 """Training throughput on this machine: SFT samples per second for the tiny and small presets,
-next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead), and GRPO steps
-per second (LoRA, 2 prompts x 4 sampled completions per step).
+next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead) and with the
+lookup loss (``SFTParams.lookup_weight``; its first-frame targets are computed before training),
+and GRPO steps per second (LoRA, 2 prompts x 4 sampled completions per step).
 
     python bench/bench_train.py [--steps 30] [--batch 8]
 
@@ -45,7 +46,14 @@ def plain_loop(model_dir: Path, rows: list[dict], steps: int, batch: int, lr: fl
 
 
 def trl_run(
-    data: Path, model_dir: Path, out: Path, steps: int, batch: int, lr: float, frames: int
+    data: Path,
+    model_dir: Path,
+    out: Path,
+    steps: int,
+    batch: int,
+    lr: float,
+    frames: int,
+    lookup: float = 0.0,
 ) -> float:
     p = SFTParams(
         data_dir=str(data),
@@ -57,6 +65,7 @@ def trl_run(
         max_frames=frames,
         save_steps=10**6,
         logging_steps=10**6,
+        lookup_weight=lookup,
     )
     return train_sft(p).samples_per_second
 
@@ -113,6 +122,12 @@ def main() -> None:
             print(
                 f"{preset:6s} SFT (TRL SFTTrainer) {trl_sps:7.1f} samples/s | plain PyTorch loop "
                 f"{plain_sps:7.1f} samples/s | ratio {trl_sps / plain_sps:.2f}"
+            )
+            run = (tmp / "data", model_dir, tmp / f"lookup-{preset}", args.steps, args.batch)
+            lookup_sps = trl_run(*run, 1e-3, args.frames, lookup=1.0)
+            print(
+                f"{preset:6s} SFT with the lookup loss (weight 1) {lookup_sps:7.1f} samples/s | "
+                f"ratio to without {lookup_sps / trl_sps:.2f}"
             )
             grpo_sps = grpo_run(tmp / "data", model_dir, tmp / f"grpo-{preset}", args)
             print(

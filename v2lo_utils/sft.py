@@ -237,6 +237,15 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         for row, tokens in zip(rows, first_frame_tokens(ds, chosen), strict=True):
             row["lookup"] = json.dumps(tokens)
     model, processor, backend = prepare_model(p)
+    if p.lookup_weight > 0:
+        from .presets import entry_tokens
+
+        vocab = processor.tokenizer.get_vocab()
+        if any(t not in vocab for t in entry_tokens()):
+            raise ValueError(
+                f"{p.model_source}: lookup_weight needs a preset's tokenizer (one token per "
+                "map-entry opening); set lookup_weight = 0 for this model"
+            )
     import torch
     from trl import SFTConfig, SFTTrainer
 
