@@ -119,19 +119,21 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
     assert "0.123456" in (result.run_dir / "report.html").read_text()
 
 
-def test_runner_names_the_failing_notebook_and_cell(tmp_path):
+def runner_notebook(*sources: str):
+    """A notebook whose tagged parameters cell declares ``run_dir``, then ``sources``' cells."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("run_dir = ''"),
-        nbformat.v4.new_code_cell("x = 1"),
-        nbformat.v4.new_code_cell("1 / 0"),
-    ]
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in ("run_dir = ''", *sources)]
     nb.cells[0].metadata["tags"] = ["parameters"]
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
+    return nb
+
+
+def test_runner_names_the_failing_notebook_and_cell(tmp_path):
+    nb = runner_notebook("x = 1", "1 / 0")
     (tmp_path / "nbs").mkdir()
     nbformat.write(nb, tmp_path / "nbs" / "01_broken.ipynb")
     nbformat.write(nb, tmp_path / "nbs" / "02_never.ipynb")
@@ -160,21 +162,11 @@ def test_runner_names_the_failing_notebook_and_cell(tmp_path):
 
 
 def test_a_killed_run_records_its_step_and_leaves_no_kernel(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("run_dir = ''"),
-        nbformat.v4.new_code_cell(
-            "import os, pathlib, time\n"
-            "pathlib.Path(run_dir, 'kernel.pid').write_text(str(os.getpid()))\n"
-            "time.sleep(300)"
-        ),
-    ]
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
+    nb = runner_notebook(
+        "import os, pathlib, time\n"
+        "pathlib.Path(run_dir, 'kernel.pid').write_text(str(os.getpid()))\n"
+        "time.sleep(300)"
+    )
     (tmp_path / "nbs").mkdir()
     nbformat.write(nb, tmp_path / "nbs" / "01_slow.ipynb")
     code = (

@@ -353,12 +353,15 @@ def _lookup_loss(attentions, where) -> torch.Tensor | None:
 
     layer, head = LOOKUP_HEAD
     att = attentions[layer][:, head]
-    terms = [
-        -torch.log(att[j, q, named].sum() + 1e-6)
-        for j, row in enumerate(where)
-        for q, named, _ in row
-    ]
-    return torch.stack(terms).mean() if terms else None
+    masses = [att[j, q, named].sum() for j, row in enumerate(where) for q, named, _ in row]
+    return lookup_nll(torch.stack(masses)) if masses else None
+
+
+def lookup_nll(mass: torch.Tensor) -> torch.Tensor:
+    """The lookup loss from the head's attention masses on the named tokens: mean -log(mass)."""
+    import torch
+
+    return -torch.log(mass + 1e-6).mean()
 
 
 def first_frame_tokens(ds, rows: Sequence[dict], min_share: float = 0.05) -> list[list[list[int]]]:

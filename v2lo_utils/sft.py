@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .models import count_parameters, load_model
@@ -91,16 +92,22 @@ class FrameLoadingCollator:
         batch = self.inner(loaded)
         if any("lookup" in ex for ex in examples):
             from .perception import lookup_batch
-            from .presets import entry_tokens
 
-            tok = self.processor.tokenizer
-            entry_ids = set(tok.convert_tokens_to_ids(list(entry_tokens())))
-            merge = getattr(self.processor.image_processor, "merge_size", 2)
+            image_id, entry_ids, merge = self._lookup_ids
             per_frame = int(batch["image_grid_thw"][0].prod()) // merge**2
             tokens = [json.loads(ex.get("lookup") or "[]") for ex in examples]
-            image_id = tok.convert_tokens_to_ids("<|image_pad|>")
             batch |= lookup_batch(batch, tokens, image_id, entry_ids, per_frame)
         return batch
+
+    @cached_property
+    def _lookup_ids(self) -> tuple[int, set, int]:
+        """The image token's id, the map-entry openings' ids, the vision merge size."""
+        from .presets import entry_tokens
+
+        tok = self.processor.tokenizer
+        entry_ids = set(tok.convert_tokens_to_ids(list(entry_tokens())))
+        merge = getattr(self.processor.image_processor, "merge_size", 2)
+        return tok.convert_tokens_to_ids("<|image_pad|>"), entry_ids, merge
 
 
 def lookup_trainer(base, weight: float):
@@ -108,9 +115,7 @@ def lookup_trainer(base, weight: float):
     over the batch's map entries of -log(the head's attention mass on the entry's object in the
     first frame), from the lookup layer's input captured during the forward pass
     (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``lookup_loss``."""
-    import torch
-
-    from .perception import lookup_attention, lookup_mass
+    from .perception import lookup_attention, lookup_mass, lookup_nll
 
     class LookupSFTTrainer(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -121,7 +126,8 @@ def lookup_trainer(base, weight: float):
                 seen["hidden"] = args[0] if args else kwargs["hidden_states"]
                 seen["rope"] = kwargs["position_embeddings"]
 
-            hook = lookup_attention(model).register_forward_pre_hook(capture, with_kwargs=True)
+            layer = lookup_attention(model)
+            hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
             try:
                 loss, outputs = super().compute_loss(
                     model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
@@ -130,9 +136,9 @@ def lookup_trainer(base, weight: float):
                 hook.remove()
             rows, queries, keys = target
             if rows is not None and len(rows) and seen:
-                layer, mask = lookup_attention(model), inputs["attention_mask"]
+                mask = inputs["attention_mask"]
                 mass = lookup_mass(layer, seen["hidden"], seen["rope"], mask, rows, queries, keys)
-                extra = -torch.log(mass + 1e-6).mean()
+                extra = lookup_nll(mass)
                 loss = loss + weight * extra.to(loss.dtype)
                 mode = "train" if model.training else "eval"
                 self._metrics[mode]["lookup_loss"].append(float(extra.detach()))
@@ -231,13 +237,9 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     if not chosen:
         raise ValueError(f"{p.data_dir}: no training rows (max_frames={p.max_frames})")
     rows = export_rows(chosen, "trl-prompt-completion", ds.root)
-    if p.lookup_weight > 0:
-        from .perception import first_frame_tokens
-
-        for row, tokens in zip(rows, first_frame_tokens(ds, chosen), strict=True):
-            row["lookup"] = json.dumps(tokens)
     model, processor, backend = prepare_model(p)
     if p.lookup_weight > 0:
+        from .perception import first_frame_tokens
         from .presets import entry_tokens
 
         vocab = processor.tokenizer.get_vocab()
@@ -246,6 +248,8 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
                 f"{p.model_source}: lookup_weight needs a preset's tokenizer (one token per "
                 "map-entry opening); set lookup_weight = 0 for this model"
             )
+        for row, tokens in zip(rows, first_frame_tokens(ds, chosen), strict=True):
+            row["lookup"] = json.dumps(tokens)
     import torch
     from trl import SFTConfig, SFTTrainer
 
