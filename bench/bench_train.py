@@ -1,7 +1,7 @@
 """Training throughput on this machine: SFT samples per second for the tiny and small presets,
-next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead) and with the
-lookup loss (``SFTParams.lookup_weight``; its first-frame targets are computed before training),
-and GRPO steps per second (LoRA, 2 prompts x 4 sampled completions per step).
+next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead), with the
+lookup loss (``SFTParams.lookup_weight``; its first-frame targets are computed before training)
+and with the lookup and copy losses (``copy_weight``; its targets come from each batch), and GRPO steps per second (LoRA, 2 prompts x 4 sampled completions per step).
 
     python bench/bench_train.py [--steps 30] [--batch 8]
 
@@ -54,6 +54,7 @@ def trl_run(
     lr: float,
     frames: int,
     lookup: float = 0.0,
+    copy: float = 0.0,
 ) -> float:
     p = SFTParams(
         data_dir=str(data),
@@ -66,6 +67,7 @@ def trl_run(
         save_steps=10**6,
         logging_steps=10**6,
         lookup_weight=lookup,
+        copy_weight=copy,
     )
     return train_sft(p).samples_per_second
 
@@ -128,6 +130,12 @@ def main() -> None:
             print(
                 f"{preset:6s} SFT with the lookup loss (weight 1) {lookup_sps:7.1f} samples/s | "
                 f"ratio to without {lookup_sps / trl_sps:.2f}"
+            )
+            run = (tmp / "data", model_dir, tmp / f"copy-{preset}", args.steps, args.batch)
+            both_sps = trl_run(*run, 1e-3, args.frames, lookup=1.0, copy=1.0)
+            print(
+                f"{preset:6s} SFT with the lookup and copy losses (weight 1 each) {both_sps:7.1f} "
+                f"samples/s | ratio to without {both_sps / trl_sps:.2f}"
             )
             grpo_sps = grpo_run(tmp / "data", model_dir, tmp / f"grpo-{preset}", args)
             print(

@@ -272,12 +272,71 @@ def test_lookup_mass_is_the_lookup_heads_attention_on_the_first_frames_object(ti
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-def test_sft_with_the_lookup_loss_trains_and_logs_it(tiny_workspace, tmp_path):
-    kw = dict(max_steps=3, save_steps=100, max_rows=8, lookup_weight=1.0)
+def test_copy_targets_are_the_questions_words_for_each_map_entry(tiny_workspace):
+    import torch
+
+    from v2lo_utils.perception import (
+        COPY_HEAD,
+        _eager_attention,
+        lookup_attention,
+        lookup_mass,
+    )
+    from v2lo_utils.presets import category_tokens, entry_tokens
+
+    ds = Dataset.load(tiny_workspace / "data")
+    rows = lookup_rows(ds, 8)
+    loaded = load_model(str(tiny_workspace / "models" / "tiny"))
+    batch = FrameLoadingCollator(loaded.processor, copy=True)(rows)
+    target = [batch.pop(k) for k in ("copy_rows", "copy_queries", "copy_keys")]
+    for k in ("lookup_rows", "lookup_queries", "lookup_keys"):
+        batch.pop(k)
+    tok = loaded.processor.tokenizer
+    name_of = dict(zip(entry_tokens(), category_tokens(), strict=True))
+    entries = 0
+    for j in range(len(rows)):  # every entry whose object the prompt names has a target
+        labels = batch["labels"][j].tolist()
+        start = next(p for p, t in enumerate(labels) if t != -100)
+        prompt = tok.convert_ids_to_tokens(batch["input_ids"][j][:start].tolist())
+        written = tok.convert_ids_to_tokens([t for t in labels if t != -100])
+        entries += sum(1 for t in written if t in name_of and name_of[t] in prompt)
+    assert len(target[0]) == entries > 8
+    for j, q, keys in zip(*target, strict=True):
+        ids, labels = batch["input_ids"][j].tolist(), batch["labels"][j].tolist()
+        entry = tok.convert_ids_to_tokens(ids[q + 1])  # the position predicting the entry
+        assert labels[q + 1] == ids[q + 1] and entry in name_of
+        named = keys.nonzero().flatten().tolist()
+        assert named and all(labels[p] == -100 for p in named)  # in the prompt
+        assert {tok.convert_ids_to_tokens(ids[p]) for p in named} == {name_of[entry]}
+        assert ids.count(tok.convert_tokens_to_ids(name_of[entry])) >= len(named)
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen["hidden"] = args[0] if args else kwargs["hidden_states"]
+        seen["rope"] = kwargs["position_embeddings"]
+
+    layer = lookup_attention(loaded.model, COPY_HEAD[0])
+    hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
+    with torch.no_grad(), _eager_attention(loaded.model):
+        out = loaded.model(**batch, output_attentions=True)
+    hook.remove()
+    weights = out.attentions[COPY_HEAD[0]][:, COPY_HEAD[1]]
+    expected = torch.stack([weights[j, q][k].sum() for j, q, k in zip(*target, strict=True)])
+    mask = batch["attention_mask"]
+    with torch.no_grad():
+        got = lookup_mass(layer, seen["hidden"], seen["rope"], mask, *target, head=COPY_HEAD[1])
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_sft_with_the_lookup_and_copy_losses_trains_and_logs_them(tiny_workspace, tmp_path):
+    kw = dict(max_steps=3, save_steps=100, max_rows=8, lookup_weight=1.0, copy_weight=0.5)
     p = params(tiny_workspace, tmp_path / "lookup", **kw)
     result = train_sft(p)
-    logged = [h["lookup_loss"] for h in result.log_history if "lookup_loss" in h]
-    assert len(logged) == 3 and all(0 < v < 20 for v in logged)
-    assert result.lookup == {"weight": 1.0, "first": logged[0], "last": logged[-1]}
     text = steps_sentence("after SFT", result.to_json())
-    assert "lookup loss (weight 1: -log" in text and f"{logged[-1]:.2f})" in text
+    for key, weight, said in (
+        ("lookup", 1.0, "lookup loss (weight 1: -log"),
+        ("copy", 0.5, "copy loss (weight 0.5: -log"),
+    ):
+        logged = [h[f"{key}_loss"] for h in result.log_history if f"{key}_loss" in h]
+        assert len(logged) == 3 and all(0 < v < 20 for v in logged)
+        assert getattr(result, key) == {"weight": weight, "first": logged[0], "last": logged[-1]}
+        assert said in text and f"{logged[-1]:.2f})" in text

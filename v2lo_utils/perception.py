@@ -49,6 +49,7 @@ N_LABELS = N_CAT + 4 * N_CAT + 2  # coverage | a box per category | token row, c
 TOKEN_PX = 28  # a merged token: 2 x 2 patches of 14 px
 BOX_SCALE = 4.0  # boxes are regressed in units of 4 m
 LOOKUP_HEAD = (0, 0)  # (layer, head) of the language model taught to attend to the named object
+COPY_HEAD = (-1, 1)  # (layer from the end, head) taught during SFT to copy the question's names
 
 
 def camera_box(box, pose) -> tuple[float, float, float, float]:
@@ -435,16 +436,57 @@ def lookup_batch(
     }
 
 
-def lookup_attention(model):
-    """The language model's attention layer holding the lookup head (``LOOKUP_HEAD``'s layer)."""
-    for m in model.modules():
-        if hasattr(m, "q_proj") and getattr(m, "layer_idx", None) == LOOKUP_HEAD[0]:
-            return m
-    raise ValueError("no language attention layer with q_proj at the lookup head's layer")
+def copy_batch(batch, entry_names: dict[int, int]) -> dict:
+    """The copy head's targets (``COPY_HEAD``) in a collated batch: for each map entry of each
+    row (``entry_names``: a map-entry opening's id -> its category name's id) whose name the
+    prompt holds, the row, the position predicting the opening (the token before it) and the
+    prompt's positions of the name (every mention). Tensors ``copy_rows`` (N), ``copy_queries``
+    (N) and ``copy_keys`` (N x sequence, bool): the head that writes the entry attends to the
+    question's word for it, which is how a map comes to list the question's objects."""
+    import torch
+
+    length = batch["input_ids"].shape[1]
+    rows, queries, keys = [], [], []
+    for j in range(batch["input_ids"].shape[0]):
+        labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
+        start = next((p for p, t in enumerate(labels) if t != -100), length)
+        prompt = ids[:start]
+        for q, t in enumerate(labels):
+            where = (
+                [p for p, i in enumerate(prompt) if i == entry_names[t]] if t in entry_names else []
+            )
+            if where and q > 0:
+                mask = torch.zeros(length, dtype=torch.bool)
+                mask[where] = True
+                rows.append(j)
+                queries.append(q - 1)
+                keys.append(mask)
+    return {
+        "copy_rows": torch.tensor(rows, dtype=torch.long),
+        "copy_queries": torch.tensor(queries, dtype=torch.long),
+        "copy_keys": torch.stack(keys) if keys else torch.zeros(0, length, dtype=torch.bool),
+    }
 
 
-def lookup_mass(attn, hidden, position_embeddings, attention_mask, rows, queries, keys):
-    """The lookup head's attention mass on ``keys`` (N x T, bool) from positions ``queries`` of
+def lookup_attention(model, layer: int = LOOKUP_HEAD[0]):
+    """The language model's attention layer ``layer`` (negative: from the end; by default the
+    one holding ``LOOKUP_HEAD``)."""
+    layers = {
+        m.layer_idx: m
+        for m in model.modules()
+        if hasattr(m, "q_proj") and getattr(m, "layer_idx", None) is not None
+    }
+    want = layer + len(layers) if layer < 0 else layer
+    if want not in layers:
+        raise ValueError(f"no language attention layer with q_proj at layer {layer}")
+    return layers[want]
+
+
+def lookup_mass(
+    attn, hidden, position_embeddings, attention_mask, rows, queries, keys, head=LOOKUP_HEAD[1]
+):
+    """Head ``head``'s attention mass (of layer ``attn``; by default the lookup head's) on
+    ``keys`` (N x T, bool) from positions ``queries`` of
     batch rows ``rows``, computed from the layer's input (``hidden``: B x T x H after its norm;
     ``position_embeddings``: its rotary cos and sin, B x T x head_dim) as the layer computes its
     weights: its q and k projections, the rotary embedding, a causal softmax over the row's
@@ -452,7 +494,7 @@ def lookup_mass(attn, hidden, position_embeddings, attention_mask, rows, queries
     import torch
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import rotate_half
 
-    d, head = attn.head_dim, LOOKUP_HEAD[1]
+    d = attn.head_dim
     group = head // attn.num_key_value_groups
     n = torch.arange(len(rows), device=hidden.device)
     cos, sin = (e[rows] for e in position_embeddings)  # N x T x d

@@ -236,6 +236,11 @@ def steps_sentence(label: str, train: dict) -> str:
             f", with the lookup loss (weight {lookup['weight']:g}: -log of the lookup head's"
             f" attention on the first frame's object, {lookup['first']:.2f} -> {lookup['last']:.2f})"
         )
+    if copy := train.get("copy"):
+        text += (
+            f", with the copy loss (weight {copy['weight']:g}: -log of the copy head's attention"
+            f" on the question's word for each map entry, {copy['first']:.2f} -> {copy['last']:.2f})"
+        )
     return text + threads_phrase(train.get("threads")) + "."
 
 

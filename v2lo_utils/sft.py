@@ -51,6 +51,9 @@ class SFTParams(StageParams):
     # presets: weight of the lookup head's loss on the map's objects in the first frame (the
     # grounding stage's, perception.py), added to the map/think/answer loss; 0: none
     lookup_weight: float = 0.0
+    # presets: weight of the copy head's loss (perception.copy_batch): the head writing a map
+    # entry attends to the question's word for its object; 0: none
+    copy_weight: float = 0.0
 
 
 def sft_rows(
@@ -71,12 +74,14 @@ def sft_rows(
 class FrameLoadingCollator:
     """TRL's vision-language collator, fed PIL frames opened from the rows' image paths. Rows
     with a ``lookup`` field (JSON: :func:`~v2lo_utils.perception.first_frame_tokens`'s per-object
-    token lists) also get the lookup head's targets (:func:`~v2lo_utils.perception.lookup_batch`)."""
+    token lists) also get the lookup head's targets (:func:`~v2lo_utils.perception.lookup_batch`);
+    with ``copy`` every batch gets the copy head's (:func:`~v2lo_utils.perception.copy_batch`)."""
 
-    def __init__(self, processor, max_length: int | None = None) -> None:
+    def __init__(self, processor, max_length: int | None = None, copy: bool = False) -> None:
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
         self.processor = processor
+        self.copy = copy
         self.inner = DataCollatorForVisionLanguageModeling(
             processor=processor, max_length=max_length, completion_only_loss=True
         )
@@ -97,7 +102,20 @@ class FrameLoadingCollator:
             per_frame = int(batch["image_grid_thw"][0].prod()) // merge**2
             tokens = [json.loads(ex.get("lookup") or "[]") for ex in examples]
             batch |= lookup_batch(batch, tokens, image_id, entry_ids, per_frame)
+        if self.copy:
+            from .perception import copy_batch
+
+            batch |= copy_batch(batch, self._entry_names)
         return batch
+
+    @cached_property
+    def _entry_names(self) -> dict[int, int]:
+        """Each map-entry opening's id -> its category name's id."""
+        from .presets import category_tokens, entry_tokens
+
+        tok = self.processor.tokenizer
+        entries = tok.convert_tokens_to_ids(list(entry_tokens()))
+        return dict(zip(entries, tok.convert_tokens_to_ids(list(category_tokens())), strict=True))
 
     @cached_property
     def _lookup_ids(self) -> tuple[int, set, int]:
@@ -110,38 +128,51 @@ class FrameLoadingCollator:
         return tok.convert_tokens_to_ids("<|image_pad|>"), entry_ids, merge
 
 
-def lookup_trainer(base, weight: float):
-    """``base`` (TRL's SFTTrainer) whose loss adds ``weight`` x the lookup head's loss: the mean
+def lookup_trainer(base, weight: float, copy_weight: float = 0.0):
+    """``base`` (TRL's SFTTrainer) whose loss adds ``weight`` x the lookup head's loss (the mean
     over the batch's map entries of -log(the head's attention mass on the entry's object in the
-    first frame), from the lookup layer's input captured during the forward pass
-    (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``lookup_loss``."""
-    from .perception import lookup_attention, lookup_mass, lookup_nll
+    first frame)) and ``copy_weight`` x the copy head's (-log(its mass on the question's word for
+    the entry's object), from the heads' layer inputs captured during the forward pass
+    (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``lookup_loss`` and ``copy_loss``."""
+    from .perception import COPY_HEAD, LOOKUP_HEAD, lookup_attention, lookup_mass, lookup_nll
+
+    heads = {"lookup": (LOOKUP_HEAD, weight), "copy": (COPY_HEAD, copy_weight)}
+    heads = {k: v for k, v in heads.items() if v[1] > 0}
 
     class LookupSFTTrainer(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            target = [inputs.pop(k, None) for k in ("lookup_rows", "lookup_queries", "lookup_keys")]
+            targets = {
+                k: [inputs.pop(f"{k}_{f}", None) for f in ("rows", "queries", "keys")]
+                for k in ("lookup", "copy")
+            }
+            layers = {k: lookup_attention(model, head[0]) for k, (head, _) in heads.items()}
             seen: dict = {}
+            hooks = []
+            for name, layer in layers.items():
 
-            def capture(module, args, kwargs):
-                seen["hidden"] = args[0] if args else kwargs["hidden_states"]
-                seen["rope"] = kwargs["position_embeddings"]
+                def capture(module, args, kwargs, name=name):
+                    hidden = args[0] if args else kwargs["hidden_states"]
+                    seen[name] = (hidden, kwargs["position_embeddings"])
 
-            layer = lookup_attention(model)
-            hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
+                hooks.append(layer.register_forward_pre_hook(capture, with_kwargs=True))
             try:
                 loss, outputs = super().compute_loss(
                     model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
                 )
             finally:
-                hook.remove()
-            rows, queries, keys = target
-            if rows is not None and len(rows) and seen:
+                for hook in hooks:
+                    hook.remove()
+            mode = "train" if model.training else "eval"
+            for name, ((_, head), w) in heads.items():
+                rows, queries, keys = targets[name]
+                if rows is None or not len(rows) or name not in seen:
+                    continue
+                hidden, rope = seen[name]
                 mask = inputs["attention_mask"]
-                mass = lookup_mass(layer, seen["hidden"], seen["rope"], mask, rows, queries, keys)
-                extra = lookup_nll(mass)
-                loss = loss + weight * extra.to(loss.dtype)
-                mode = "train" if model.training else "eval"
-                self._metrics[mode]["lookup_loss"].append(float(extra.detach()))
+                args = (hidden, rope, mask, rows, queries, keys)
+                extra = lookup_nll(lookup_mass(layers[name], *args, head=head))
+                loss = loss + w * extra.to(loss.dtype)
+                self._metrics[mode][f"{name}_loss"].append(float(extra.detach()))
             return (loss, outputs) if return_outputs else loss
 
     return LookupSFTTrainer
@@ -200,6 +231,7 @@ class SFTResult(StageResult):
     samples_per_second: float
     parameters: dict
     lookup: dict | None = None  # the lookup loss's weight, first and last logged values
+    copy: dict | None = None  # the copy loss's, likewise
 
 
 def prepare_model(p: SFTParams):
@@ -238,16 +270,18 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         raise ValueError(f"{p.data_dir}: no training rows (max_frames={p.max_frames})")
     rows = export_rows(chosen, "trl-prompt-completion", ds.root)
     model, processor, backend = prepare_model(p)
-    if p.lookup_weight > 0:
-        from .perception import first_frame_tokens
+    if p.lookup_weight > 0 or p.copy_weight > 0:
         from .presets import entry_tokens
 
         vocab = processor.tokenizer.get_vocab()
         if any(t not in vocab for t in entry_tokens()):
             raise ValueError(
-                f"{p.model_source}: lookup_weight needs a preset's tokenizer (one token per "
-                "map-entry opening); set lookup_weight = 0 for this model"
+                f"{p.model_source}: lookup_weight and copy_weight need a preset's tokenizer (one "
+                "token per map-entry opening); set both to 0 for this model"
             )
+    if p.lookup_weight > 0:
+        from .perception import first_frame_tokens
+
         for row, tokens in zip(rows, first_frame_tokens(ds, chosen), strict=True):
             row["lookup"] = json.dumps(tokens)
     import torch
@@ -257,27 +291,34 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     world = world_size()
     args = SFTConfig(**sft_config_kwargs(p, on_gpu, world))
     budget = time_budget(p.max_seconds)
-    trainer_class = lookup_trainer(SFTTrainer, p.lookup_weight) if p.lookup_weight else SFTTrainer
+    extra = p.lookup_weight > 0 or p.copy_weight > 0
+    trainer_class = (
+        lookup_trainer(SFTTrainer, p.lookup_weight, p.copy_weight) if extra else SFTTrainer
+    )
     trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=HFDataset.from_list(rows),
         processing_class=processor,
-        data_collator=FrameLoadingCollator(processor, p.max_length),
+        data_collator=FrameLoadingCollator(processor, p.max_length, copy=p.copy_weight > 0),
         callbacks=[*(callbacks or []), budget],
     )
     run = run_trainer(trainer, p, processor, model)
     samples = run.pop("steps_done") * p.batch_size * p.grad_accum * world
-    logged = [h["lookup_loss"] for h in run["log_history"] if "lookup_loss" in h]
     return SFTResult(
         **run,
         samples_per_second=samples / max(run["train_seconds"], 1e-9),
         parameters={**count_parameters(model), "backend": backend, "mode": p.mode},
         stopped_by_budget=budget.stopped,
-        lookup={"weight": p.lookup_weight, "first": logged[0], "last": logged[-1]}
-        if logged
-        else None,
+        lookup=_head_loss(run["log_history"], "lookup_loss", p.lookup_weight),
+        copy=_head_loss(run["log_history"], "copy_loss", p.copy_weight),
     )
+
+
+def _head_loss(log_history: list[dict], key: str, weight: float) -> dict | None:
+    """An auxiliary head loss's weight and its first and last logged values (None if unlogged)."""
+    logged = [h[key] for h in log_history if key in h]
+    return {"weight": weight, "first": logged[0], "last": logged[-1]} if logged else None
 
 
 def loss_curve(log_history: list[dict]) -> list[tuple[int, float]]:
