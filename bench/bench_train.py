@@ -1,7 +1,8 @@
 """Training throughput on this machine: SFT samples per second for the tiny and small presets,
 next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead), with the
 lookup loss (``SFTParams.lookup_weight``; its first-frame targets are computed before training)
-and with the lookup and copy losses (``copy_weight``; its targets come from each batch), and GRPO steps per second (LoRA, 2 prompts x 4 sampled completions per step).
+and with the lookup and copy losses (``copy_weight``; its targets come from each batch), and
+GRPO steps per second (LoRA, 2 prompts x 4 sampled completions per step).
 
     python bench/bench_train.py [--steps 30] [--batch 8]
 
