@@ -16,6 +16,10 @@ Two stages, run once when a preset is built (``presets.create_preset``) and cach
    per-pixel ids). From the map loss alone it stays at chance (its share of the image tokens)
    and lateral position is not learned; with it the box is read from the object's tokens.
 
+During SFT (``sft.lookup_trainer``) the lookup head can be kept on the first frame's object
+(:func:`lookup_batch`) and a second head (``COPY_HEAD``) taught to attend, at the position that
+predicts each map entry, to the question's word for the entry's object (:func:`copy_batch`).
+
 Boxes are in meters in the frame's own map frame (spec: x to the camera's right, y forward,
 origin at the camera). Each stage reports held-out metrics (``perception.json`` in the preset).
 """
@@ -486,8 +490,7 @@ def lookup_mass(
     attn, hidden, position_embeddings, attention_mask, rows, queries, keys, head=LOOKUP_HEAD[1]
 ):
     """Head ``head``'s attention mass (of layer ``attn``; by default the lookup head's) on
-    ``keys`` (N x T, bool) from positions ``queries`` of
-    batch rows ``rows``, computed from the layer's input (``hidden``: B x T x H after its norm;
+    ``keys`` (N x T, bool) from positions ``queries`` of batch rows ``rows``, computed from the layer's input (``hidden``: B x T x H after its norm;
     ``position_embeddings``: its rotary cos and sin, B x T x head_dim) as the layer computes its
     weights: its q and k projections, the rotary embedding, a causal softmax over the row's
     positions that ``attention_mask`` (B x T) keeps. Differentiable; N values in [0, 1]."""
