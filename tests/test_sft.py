@@ -230,15 +230,34 @@ def test_lookup_targets_are_the_tokens_showing_each_map_object_in_the_first_fram
     assert counts["shown"] > 20 and counts["hidden"] > 0
 
 
-def test_lookup_mass_is_the_lookup_heads_attention_on_the_first_frames_object(tiny_workspace):
+def assert_mass_is_eager_attention(model, batch, target, head) -> None:
+    """``lookup_mass`` of ``head`` (layer, head) on ``target`` (rows, queries, keys), from the
+    layer's captured input, equals the eager kernel's attention weights summed over the keys."""
     import torch
 
-    from v2lo_utils.perception import (
-        LOOKUP_HEAD,
-        _eager_attention,
-        lookup_attention,
-        lookup_mass,
-    )
+    from v2lo_utils.perception import _eager_attention, lookup_attention, lookup_mass
+
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen["hidden"] = args[0] if args else kwargs["hidden_states"]
+        seen["rope"] = kwargs["position_embeddings"]
+
+    layer = lookup_attention(model, head[0])
+    hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
+    with torch.no_grad(), _eager_attention(model):
+        out = model(**batch, output_attentions=True)
+    hook.remove()
+    weights = out.attentions[head[0]][:, head[1]]
+    expected = torch.stack([weights[j, q][k].sum() for j, q, k in zip(*target, strict=True)])
+    mask = batch["attention_mask"]
+    with torch.no_grad():
+        got = lookup_mass(layer, seen["hidden"], seen["rope"], mask, *target, head=head[1])
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_lookup_mass_is_the_lookup_heads_attention_on_the_first_frames_object(tiny_workspace):
+    from v2lo_utils.perception import LOOKUP_HEAD
     from v2lo_utils.presets import entry_tokens
 
     ds = Dataset.load(tiny_workspace / "data")
@@ -254,33 +273,11 @@ def test_lookup_mass_is_the_lookup_heads_attention_on_the_first_frames_object(ti
         assert ids[q] in entries  # the map entry's opening writes the object's first coordinate
         first = [p for p, t in enumerate(ids) if t == image_id][:4]
         assert set(keys.nonzero().flatten().tolist()) <= set(first)
-    seen = {}
-
-    def capture(module, args, kwargs):
-        seen["hidden"] = args[0] if args else kwargs["hidden_states"]
-        seen["rope"] = kwargs["position_embeddings"]
-
-    layer = lookup_attention(loaded.model)
-    hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
-    with torch.no_grad(), _eager_attention(loaded.model):
-        out = loaded.model(**batch, output_attentions=True)
-    hook.remove()
-    weights = out.attentions[LOOKUP_HEAD[0]][:, LOOKUP_HEAD[1]]
-    expected = torch.stack([weights[j, q][k].sum() for j, q, k in zip(*target, strict=True)])
-    with torch.no_grad():
-        got = lookup_mass(layer, seen["hidden"], seen["rope"], batch["attention_mask"], *target)
-    assert torch.allclose(got, expected, atol=1e-5)
+    assert_mass_is_eager_attention(loaded.model, batch, target, LOOKUP_HEAD)
 
 
 def test_copy_targets_are_the_questions_words_for_each_map_entry(tiny_workspace):
-    import torch
-
-    from v2lo_utils.perception import (
-        COPY_HEAD,
-        _eager_attention,
-        lookup_attention,
-        lookup_mass,
-    )
+    from v2lo_utils.perception import COPY_HEAD
     from v2lo_utils.presets import category_tokens, entry_tokens
 
     ds = Dataset.load(tiny_workspace / "data")
@@ -308,23 +305,7 @@ def test_copy_targets_are_the_questions_words_for_each_map_entry(tiny_workspace)
         assert named and all(labels[p] == -100 for p in named)  # in the prompt
         assert {tok.convert_ids_to_tokens(ids[p]) for p in named} == {name_of[entry]}
         assert ids.count(tok.convert_tokens_to_ids(name_of[entry])) >= len(named)
-    seen = {}
-
-    def capture(module, args, kwargs):
-        seen["hidden"] = args[0] if args else kwargs["hidden_states"]
-        seen["rope"] = kwargs["position_embeddings"]
-
-    layer = lookup_attention(loaded.model, COPY_HEAD[0])
-    hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
-    with torch.no_grad(), _eager_attention(loaded.model):
-        out = loaded.model(**batch, output_attentions=True)
-    hook.remove()
-    weights = out.attentions[COPY_HEAD[0]][:, COPY_HEAD[1]]
-    expected = torch.stack([weights[j, q][k].sum() for j, q, k in zip(*target, strict=True)])
-    mask = batch["attention_mask"]
-    with torch.no_grad():
-        got = lookup_mass(layer, seen["hidden"], seen["rope"], mask, *target, head=COPY_HEAD[1])
-    assert torch.allclose(got, expected, atol=1e-5)
+    assert_mass_is_eager_attention(loaded.model, batch, target, COPY_HEAD)
 
 
 def test_sft_with_the_lookup_and_copy_losses_trains_and_logs_them(tiny_workspace, tmp_path):

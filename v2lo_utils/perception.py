@@ -454,11 +454,11 @@ def copy_batch(batch, entry_names: dict[int, int]) -> dict:
     for j in range(batch["input_ids"].shape[0]):
         labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
         start = next((p for p, t in enumerate(labels) if t != -100), length)
-        prompt = ids[:start]
+        mentions: dict[int, list[int]] = {}
+        for p, i in enumerate(ids[:start]):
+            mentions.setdefault(i, []).append(p)
         for q, t in enumerate(labels):
-            where = (
-                [p for p, i in enumerate(prompt) if i == entry_names[t]] if t in entry_names else []
-            )
+            where = mentions.get(entry_names[t], []) if t in entry_names else []
             if where and q > 0:
                 mask = torch.zeros(length, dtype=torch.bool)
                 mask[where] = True
@@ -490,10 +490,11 @@ def lookup_mass(
     attn, hidden, position_embeddings, attention_mask, rows, queries, keys, head=LOOKUP_HEAD[1]
 ):
     """Head ``head``'s attention mass (of layer ``attn``; by default the lookup head's) on
-    ``keys`` (N x T, bool) from positions ``queries`` of batch rows ``rows``, computed from the layer's input (``hidden``: B x T x H after its norm;
-    ``position_embeddings``: its rotary cos and sin, B x T x head_dim) as the layer computes its
-    weights: its q and k projections, the rotary embedding, a causal softmax over the row's
-    positions that ``attention_mask`` (B x T) keeps. Differentiable; N values in [0, 1]."""
+    ``keys`` (N x T, bool) from positions ``queries`` of batch rows ``rows``, computed from the
+    layer's input (``hidden``: B x T x H after its norm; ``position_embeddings``: its rotary cos
+    and sin, B x T x head_dim) as the layer computes its weights: its q and k projections, the
+    rotary embedding, a causal softmax over the row's positions that ``attention_mask`` (B x T)
+    keeps. Differentiable; N values in [0, 1]."""
     import torch
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import rotate_half
 

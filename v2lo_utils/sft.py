@@ -120,12 +120,9 @@ class FrameLoadingCollator:
     @cached_property
     def _lookup_ids(self) -> tuple[int, set, int]:
         """The image token's id, the map-entry openings' ids, the vision merge size."""
-        from .presets import entry_tokens
-
-        tok = self.processor.tokenizer
-        entry_ids = set(tok.convert_tokens_to_ids(list(entry_tokens())))
         merge = getattr(self.processor.image_processor, "merge_size", 2)
-        return tok.convert_tokens_to_ids("<|image_pad|>"), entry_ids, merge
+        image_id = self.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        return image_id, set(self._entry_names), merge
 
 
 def lookup_trainer(base, weight: float, copy_weight: float = 0.0):
