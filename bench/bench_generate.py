@@ -1,6 +1,7 @@
 """Greedy generation against batch size: held-out rows per second of the demo's evaluation
 (300 new tokens, clips of 1-4 frames) at 4, 16 and 48 rows a batch, and whether each batch size
-writes the same completions as batch 4 (left padding must not change greedy output).
+writes the same completions as batch 4 (left padding must not change greedy output); then the
+largest batch without ``generation.grouped_query_sdpa`` (transformers' own SDPA path).
 
     python bench/bench_generate.py [--rows 48] [--steps 60] [--model DIR] [--data DIR]
 
@@ -15,8 +16,10 @@ import argparse
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 os.environ["V2LO_THREADS"] = "fixed"
 
@@ -30,6 +33,7 @@ def main() -> None:
     ap.add_argument("--batches", default="4,16,48")
     args = ap.parse_args()
 
+    from v2lo_utils import generation
     from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
     from v2lo_utils.generation import generate_completions
     from v2lo_utils.models import load_model
@@ -73,6 +77,20 @@ def main() -> None:
             ref, base_rate = ref or out, base_rate or rate
             same = sum(a == c for a, c in zip(out, ref, strict=True))
             print(f"| {b} | {rate:.2f} | {rate / base_rate:.2f} | {same}/{len(rows)} |", flush=True)
+        # the same largest batch with transformers' own SDPA path (keys and values copied per
+        # query head) instead of generation.grouped_query_sdpa
+        with patch.object(generation, "grouped_query_sdpa", nullcontext):
+            t = time.perf_counter()
+            plain = generate_completions(
+                m.model, m.processor, rows, ds.root, 300, b, progress=False
+            )
+            plain_rate = len(rows) / (time.perf_counter() - t)
+        same = sum(a == c for a, c in zip(plain, out, strict=True))
+        print(
+            f"batch {b}: grouped-query SDPA {rate:.2f} rows/s, transformers' repeat_kv "
+            f"{plain_rate:.2f} rows/s (ratio {rate / plain_rate:.2f}); same completions "
+            f"{same}/{len(rows)}"
+        )
 
 
 if __name__ == "__main__":

@@ -178,3 +178,38 @@ def test_greedy_coordinates_decode_at_the_mean_of_their_distribution(tiny):
 
     assert coordinate_token_values(DigitTokenizer()) == {}
     assert coordinate_mean_processor(DigitTokenizer()) is None
+
+
+def test_grouped_query_sdpa_keeps_the_output_without_copying_heads(tiny, monkeypatch):
+    import torch
+    from transformers.integrations import sdpa_attention
+
+    from v2lo_utils.generation import grouped_query_sdpa
+
+    loaded = load_model(tiny)
+    model, tok = loaded.model, loaded.processor.tokenizer
+    text = model.config.text_config
+    assert text.num_attention_heads > text.num_key_value_heads  # grouped-query heads
+    copies = []
+    real = sdpa_attention.repeat_kv
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda h, n: copies.append(n) or real(h, n))
+    enc = tok(["a sofa", "a bed beside a sofa and a chair"], padding=True, return_tensors="pt")
+
+    def logits_and_grads():
+        model.zero_grad()
+        out = model(**enc).logits
+        out.float().pow(2).mean().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        return out.detach(), grads
+
+    plain, plain_grads = logits_and_grads()
+    assert copies  # a padding mask: transformers copies the keys and values per query head
+    copies.clear()
+    with grouped_query_sdpa():
+        grouped, grouped_grads = logits_and_grads()
+    assert not copies and enc["attention_mask"].min() == 0
+    assert torch.allclose(grouped, plain, atol=1e-5)
+    assert all(
+        torch.allclose(a, b, atol=1e-5) for a, b in zip(grouped_grads, plain_grads, strict=True)
+    )
+    assert sdpa_attention.use_gqa_in_sdpa.__module__ == sdpa_attention.__name__  # restored

@@ -308,14 +308,53 @@ def test_copy_targets_are_the_questions_words_for_each_map_entry(tiny_workspace)
     assert_mass_is_eager_attention(loaded.model, batch, target, COPY_HEAD)
 
 
-def test_sft_with_the_lookup_and_copy_losses_trains_and_logs_them(tiny_workspace, tmp_path):
+def test_number_targets_are_the_maps_copies_of_each_think_coordinate(tiny_workspace):
+    from v2lo_utils.perception import NUMBER_HEAD
+    from v2lo_utils.presets import COORD_TOKENS
+
+    ds = Dataset.load(tiny_workspace / "data")
+    rows = lookup_rows(ds, 8)
+    loaded = load_model(str(tiny_workspace / "models" / "tiny"))
+    batch = FrameLoadingCollator(loaded.processor, numbers=True)(rows)
+    target = [batch.pop(k) for k in ("number_rows", "number_queries", "number_keys")]
+    for k in ("lookup_rows", "lookup_queries", "lookup_keys"):
+        batch.pop(k)
+    tok = loaded.processor.tokenizer
+    coords = set(COORD_TOKENS)
+    expected = []
+    for j in range(len(rows)):  # from the text: the think's coordinates that the map holds
+        labels = batch["labels"][j].tolist()
+        written = [(p, tok.convert_ids_to_tokens(t)) for p, t in enumerate(labels) if t != -100]
+        text = "".join(tok.convert_tokens_to_string([t]) for _, t in written)
+        cut = text.index("</map>")
+        chars, end = 0, None
+        for k, (_, t) in enumerate(written):
+            chars += len(tok.convert_tokens_to_string([t]))
+            if end is None and chars > cut:
+                end = k
+        in_map = {t for _, t in written[:end] if t in coords}
+        expected += [(j, p - 1) for p, t in written[end + 1 :] if t in coords and t in in_map]
+    got = list(zip(target[0].tolist(), target[1].tolist(), strict=True))
+    assert got == expected and len(got) > 8
+    for j, q, keys in zip(*target, strict=True):
+        ids, labels = batch["input_ids"][j].tolist(), batch["labels"][j].tolist()
+        held = keys.nonzero().flatten().tolist()
+        assert held and {ids[p] for p in held} == {ids[q + 1]}  # the same coordinate ...
+        close = next(p for p, t in enumerate(labels) if t != -100 and "</" in tok.decode([t]))
+        assert all(labels[p] != -100 and p < close for p in held)  # ... in the map
+    assert_mass_is_eager_attention(loaded.model, batch, target, NUMBER_HEAD)
+
+
+def test_sft_with_the_lookup_copy_and_number_losses_trains_and_logs_them(tiny_workspace, tmp_path):
     kw = dict(max_steps=3, save_steps=100, max_rows=8, lookup_weight=1.0, copy_weight=0.5)
+    kw["number_weight"] = 0.25
     p = params(tiny_workspace, tmp_path / "lookup", **kw)
     result = train_sft(p)
     text = steps_sentence("after SFT", result.to_json())
     for key, weight, said in (
         ("lookup", 1.0, "lookup loss (weight 1: -log"),
         ("copy", 0.5, "copy loss (weight 0.5: -log"),
+        ("number", 0.25, "number loss (weight 0.25: -log"),
     ):
         logged = [h[f"{key}_loss"] for h in result.log_history if f"{key}_loss" in h]
         assert len(logged) == 3 and all(0 < v < 20 for v in logged)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .exporters import export_rows, trl_dataset
+from .generation import grouped_query_sdpa
 from .presets import vision_token_ids
 from .rewards import (
     PAPER_REWARD_WEIGHTS,
@@ -179,7 +180,8 @@ def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
         peft_config=peft_config,
         callbacks=[*(callbacks or []), budget],
     )
-    run = run_trainer(trainer, p, loaded.processor)
+    with grouped_query_sdpa():  # the rollouts' batched decoding (and the loss), on CPU
+        run = run_trainer(trainer, p, loaded.processor)
     done = run.pop("steps_done")
     return GRPOResult(
         **run,

@@ -18,7 +18,9 @@ Two stages, run once when a preset is built (``presets.create_preset``) and cach
 
 During SFT (``sft.lookup_trainer``) the lookup head can be kept on the first frame's object
 (:func:`lookup_batch`) and a second head (``COPY_HEAD``) taught to attend, at the position that
-predicts each map entry, to the question's word for the entry's object (:func:`copy_batch`).
+predicts each map entry, to the question's word for the entry's object (:func:`copy_batch`),
+and a third (``NUMBER_HEAD``), at the position that predicts a coordinate in the think, to the
+map's positions holding that coordinate (:func:`number_batch`).
 
 Boxes are in meters in the frame's own map frame (spec: x to the camera's right, y forward,
 origin at the camera). Each stage reports held-out metrics (``perception.json`` in the preset).
@@ -54,6 +56,9 @@ TOKEN_PX = 28  # a merged token: 2 x 2 patches of 14 px
 BOX_SCALE = 4.0  # boxes are regressed in units of 4 m
 LOOKUP_HEAD = (0, 0)  # (layer, head) of the language model taught to attend to the named object
 COPY_HEAD = (-1, 1)  # (layer from the end, head) taught during SFT to copy the question's names
+# (layer from the end, head from the end) taught during SFT to copy the map's numbers; on a
+# preset with two heads per layer (tiny) it is the copy head
+NUMBER_HEAD = (-1, -1)
 
 
 def camera_box(box, pose) -> tuple[float, float, float, float]:
@@ -472,6 +477,41 @@ def copy_batch(batch, entry_names: dict[int, int]) -> dict:
     }
 
 
+def number_batch(batch, coord_ids: set[int], close_ids: set[int]) -> dict:
+    """The number head's targets (``NUMBER_HEAD``) in a collated batch: for each coordinate token
+    (``coord_ids``) of each row's completion after its map (which ends at the completion's first
+    token in ``close_ids``, those holding ``</``) that the map also holds, the row, the position
+    predicting it and the map's positions of that token. Tensors ``number_rows`` (N),
+    ``number_queries`` (N) and ``number_keys`` (N x sequence, bool): attending there and copying
+    gives the think's number, so the think's copies of the map come from the map, not from priors.
+    """
+    import torch
+
+    length = batch["input_ids"].shape[1]
+    rows, queries, keys = [], [], []
+    for j in range(batch["input_ids"].shape[0]):
+        labels = batch["labels"][j].tolist()
+        start = next((p for p, t in enumerate(labels) if t != -100), length)
+        end = next((p for p in range(start, length) if labels[p] in close_ids), length)
+        held: dict[int, list[int]] = {}
+        for p in range(start, end):
+            if labels[p] in coord_ids:
+                held.setdefault(labels[p], []).append(p)
+        for q in range(end + 1, length):
+            where = held.get(labels[q], [])
+            if where:
+                mask = torch.zeros(length, dtype=torch.bool)
+                mask[where] = True
+                rows.append(j)
+                queries.append(q - 1)
+                keys.append(mask)
+    return {
+        "number_rows": torch.tensor(rows, dtype=torch.long),
+        "number_queries": torch.tensor(queries, dtype=torch.long),
+        "number_keys": torch.stack(keys) if keys else torch.zeros(0, length, dtype=torch.bool),
+    }
+
+
 def lookup_attention(model, layer: int = LOOKUP_HEAD[0]):
     """The language model's attention layer ``layer`` (negative: from the end; by default the
     one holding ``LOOKUP_HEAD``)."""
@@ -489,16 +529,17 @@ def lookup_attention(model, layer: int = LOOKUP_HEAD[0]):
 def lookup_mass(
     attn, hidden, position_embeddings, attention_mask, rows, queries, keys, head=LOOKUP_HEAD[1]
 ):
-    """Head ``head``'s attention mass (of layer ``attn``; by default the lookup head's) on
-    ``keys`` (N x T, bool) from positions ``queries`` of batch rows ``rows``, computed from the
-    layer's input (``hidden``: B x T x H after its norm; ``position_embeddings``: its rotary cos
-    and sin, B x T x head_dim) as the layer computes its weights: its q and k projections, the
-    rotary embedding, a causal softmax over the row's positions that ``attention_mask`` (B x T)
-    keeps. Differentiable; N values in [0, 1]."""
+    """Head ``head``'s attention mass (of layer ``attn``; by default the lookup head's; negative:
+    from the end) on ``keys`` (N x T, bool) from positions ``queries`` of batch rows ``rows``,
+    computed from the layer's input (``hidden``: B x T x H after its norm;
+    ``position_embeddings``: its rotary cos and sin, B x T x head_dim) as the layer computes its
+    weights: its q and k projections, the rotary embedding, a causal softmax over the row's
+    positions that ``attention_mask`` (B x T) keeps. Differentiable; N values in [0, 1]."""
     import torch
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import rotate_half
 
     d = attn.head_dim
+    head %= attn.q_proj.out_features // d  # negative: from the end
     group = head // attn.num_key_value_groups
     n = torch.arange(len(rows), device=hidden.device)
     cos, sin = (e[rows] for e in position_embeddings)  # N x T x d

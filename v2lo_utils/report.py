@@ -241,6 +241,12 @@ def steps_sentence(label: str, train: dict) -> str:
             f", with the copy loss (weight {copy['weight']:g}: -log of the copy head's attention"
             f" on the question's word for each map entry, {copy['first']:.2f} -> {copy['last']:.2f})"
         )
+    if number := train.get("number"):
+        text += (
+            f", with the number loss (weight {number['weight']:g}: -log of the number head's"
+            f" attention on the map's copies of each think coordinate,"
+            f" {number['first']:.2f} -> {number['last']:.2f})"
+        )
     return text + threads_phrase(train.get("threads")) + "."
 
 

@@ -54,6 +54,9 @@ class SFTParams(StageParams):
     # presets: weight of the copy head's loss (perception.copy_batch): the head writing a map
     # entry attends to the question's word for its object; 0: none
     copy_weight: float = 0.0
+    # presets: weight of the number head's loss (perception.number_batch): the position writing a
+    # coordinate in the think attends to the map's positions holding it; 0: none
+    number_weight: float = 0.0
 
 
 def sft_rows(
@@ -75,13 +78,21 @@ class FrameLoadingCollator:
     """TRL's vision-language collator, fed PIL frames opened from the rows' image paths. Rows
     with a ``lookup`` field (JSON: :func:`~v2lo_utils.perception.first_frame_tokens`'s per-object
     token lists) also get the lookup head's targets (:func:`~v2lo_utils.perception.lookup_batch`);
-    with ``copy`` every batch gets the copy head's (:func:`~v2lo_utils.perception.copy_batch`)."""
+    with ``copy`` every batch gets the copy head's (:func:`~v2lo_utils.perception.copy_batch`),
+    with ``numbers`` the number head's (:func:`~v2lo_utils.perception.number_batch`)."""
 
-    def __init__(self, processor, max_length: int | None = None, copy: bool = False) -> None:
+    def __init__(
+        self,
+        processor,
+        max_length: int | None = None,
+        copy: bool = False,
+        numbers: bool = False,
+    ) -> None:
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
         self.processor = processor
         self.copy = copy
+        self.numbers = numbers
         self.inner = DataCollatorForVisionLanguageModeling(
             processor=processor, max_length=max_length, completion_only_loss=True
         )
@@ -106,6 +117,10 @@ class FrameLoadingCollator:
             from .perception import copy_batch
 
             batch |= copy_batch(batch, self._entry_names)
+        if self.numbers:
+            from .perception import number_batch
+
+            batch |= number_batch(batch, *self._number_ids)
         return batch
 
     @cached_property
@@ -118,6 +133,15 @@ class FrameLoadingCollator:
         return dict(zip(entries, tok.convert_tokens_to_ids(list(category_tokens())), strict=True))
 
     @cached_property
+    def _number_ids(self) -> tuple[set, set]:
+        """The coordinate tokens' ids; the ids of the tokens holding ``</`` (the map's end)."""
+        from .presets import COORD_TOKENS
+
+        tok = self.processor.tokenizer
+        close = {i for t, i in tok.get_vocab().items() if "</" in tok.convert_tokens_to_string([t])}
+        return set(tok.convert_tokens_to_ids(list(COORD_TOKENS))), close
+
+    @cached_property
     def _lookup_ids(self) -> tuple[int, set, int]:
         """The image token's id, the map-entry openings' ids, the vision merge size."""
         merge = getattr(self.processor.image_processor, "merge_size", 2)
@@ -125,22 +149,35 @@ class FrameLoadingCollator:
         return image_id, set(self._entry_names), merge
 
 
-def lookup_trainer(base, weight: float, copy_weight: float = 0.0):
+def lookup_trainer(base, weight: float, copy_weight: float = 0.0, number_weight: float = 0.0):
     """``base`` (TRL's SFTTrainer) whose loss adds ``weight`` x the lookup head's loss (the mean
     over the batch's map entries of -log(the head's attention mass on the entry's object in the
-    first frame)) and ``copy_weight`` x the copy head's (-log(its mass on the question's word for
-    the entry's object), from the heads' layer inputs captured during the forward pass
-    (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``lookup_loss`` and ``copy_loss``."""
-    from .perception import COPY_HEAD, LOOKUP_HEAD, lookup_attention, lookup_mass, lookup_nll
+    first frame)), ``copy_weight`` x the copy head's (-log(its mass on the question's word for
+    the entry's object) and ``number_weight`` x the number head's (-log(its mass on the map's
+    positions of the think's coordinate), from the heads' layer inputs captured during the
+    forward pass (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``lookup_loss``,
+    ``copy_loss`` and ``number_loss``."""
+    from .perception import (
+        COPY_HEAD,
+        LOOKUP_HEAD,
+        NUMBER_HEAD,
+        lookup_attention,
+        lookup_mass,
+        lookup_nll,
+    )
 
-    heads = {"lookup": (LOOKUP_HEAD, weight), "copy": (COPY_HEAD, copy_weight)}
+    heads = {
+        "lookup": (LOOKUP_HEAD, weight),
+        "copy": (COPY_HEAD, copy_weight),
+        "number": (NUMBER_HEAD, number_weight),
+    }
     heads = {k: v for k, v in heads.items() if v[1] > 0}
 
     class LookupSFTTrainer(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = {
                 k: [inputs.pop(f"{k}_{f}", None) for f in ("rows", "queries", "keys")]
-                for k in ("lookup", "copy")
+                for k in ("lookup", "copy", "number")
             }
             layers = {k: lookup_attention(model, head[0]) for k, (head, _) in heads.items()}
             seen: dict = {}
@@ -229,6 +266,7 @@ class SFTResult(StageResult):
     parameters: dict
     lookup: dict | None = None  # the lookup loss's weight, first and last logged values
     copy: dict | None = None  # the copy loss's, likewise
+    number: dict | None = None  # the number loss's, likewise
 
 
 def prepare_model(p: SFTParams):
@@ -267,14 +305,16 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         raise ValueError(f"{p.data_dir}: no training rows (max_frames={p.max_frames})")
     rows = export_rows(chosen, "trl-prompt-completion", ds.root)
     model, processor, backend = prepare_model(p)
-    if p.lookup_weight > 0 or p.copy_weight > 0:
-        from .presets import entry_tokens
+    extra = p.lookup_weight > 0 or p.copy_weight > 0 or p.number_weight > 0
+    if extra:
+        from .presets import COORD_TOKENS, entry_tokens
 
         vocab = processor.tokenizer.get_vocab()
-        if any(t not in vocab for t in entry_tokens()):
+        if any(t not in vocab for t in (*entry_tokens(), *COORD_TOKENS)):
             raise ValueError(
-                f"{p.model_source}: lookup_weight and copy_weight need a preset's tokenizer (one "
-                "token per map-entry opening); set both to 0 for this model"
+                f"{p.model_source}: lookup_weight, copy_weight and number_weight need a preset's "
+                "tokenizer (one token per map-entry opening and per coordinate); set them to 0 "
+                "for this model"
             )
     if p.lookup_weight > 0:
         from .perception import first_frame_tokens
@@ -288,16 +328,19 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     world = world_size()
     args = SFTConfig(**sft_config_kwargs(p, on_gpu, world))
     budget = time_budget(p.max_seconds)
-    extra = p.lookup_weight > 0 or p.copy_weight > 0
     trainer_class = (
-        lookup_trainer(SFTTrainer, p.lookup_weight, p.copy_weight) if extra else SFTTrainer
+        lookup_trainer(SFTTrainer, p.lookup_weight, p.copy_weight, p.number_weight)
+        if extra
+        else SFTTrainer
     )
     trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=HFDataset.from_list(rows),
         processing_class=processor,
-        data_collator=FrameLoadingCollator(processor, p.max_length, copy=p.copy_weight > 0),
+        data_collator=FrameLoadingCollator(
+            processor, p.max_length, copy=p.copy_weight > 0, numbers=p.number_weight > 0
+        ),
         callbacks=[*(callbacks or []), budget],
     )
     run = run_trainer(trainer, p, processor, model)
@@ -309,6 +352,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         stopped_by_budget=budget.stopped,
         lookup=_head_loss(run["log_history"], "lookup_loss", p.lookup_weight),
         copy=_head_loss(run["log_history"], "copy_loss", p.copy_weight),
+        number=_head_loss(run["log_history"], "number_loss", p.number_weight),
     )
 
 
