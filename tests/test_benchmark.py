@@ -439,3 +439,24 @@ def test_each_row_is_scored_once_and_the_file_gives_the_same_summary(qvs, tmp_pa
     assert sorted(scored) == sorted(x["id"] for x in lines[:6])
     for key in SUMMARY_FIELDS:
         assert resumed[key] == summary[key], key
+
+
+def test_grpo_verdict_needs_a_rising_reward_and_a_score_inside_the_sft_interval():
+    from v2lo_utils.report import grpo_verdict
+
+    stage = {"before": {"mean_reward": 0.429}, "after": {"mean_reward": 0.491}}
+    sft = {"overall": 0.329, "ci95": {"overall": [0.269, 0.397]}}
+    text = grpo_verdict("after GRPO", stage, sft, {"overall": 0.319})
+    assert text == (
+        "after GRPO: better than SFT? yes: held-out paper reward rose, 0.429 -> 0.491; "
+        "QVS-Bench-Sim overall 31.9% against the SFT model's 32.9% (26.9-39.7): not below its "
+        "95% interval."
+    )
+    assert "? no:" in grpo_verdict("g", stage, sft, {"overall": 0.25})  # below the interval
+    flat = {"before": {"mean_reward": 0.429}, "after": {"mean_reward": 0.425}}
+    assert grpo_verdict("g", flat, sft, {"overall": 0.35}).startswith(
+        "g: better than SFT? no: held-out paper reward did not rise"
+    )
+    assert grpo_verdict("g", stage) == (  # without QVS summaries: the reward alone
+        "g: better than SFT? yes: held-out paper reward rose, 0.429 -> 0.491."
+    )

@@ -111,6 +111,7 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
     assert "QVS-Bench-Sim" in report and "plotly" in report
     assert "after SFT: 4 steps in" in report
     assert "SFT + GRPO, map reward: held-out paper reward, greedy" in report
+    assert "after GRPO: better than SFT? " in report  # the smoke profile evaluates GRPO only
     sft["after"]["format_rate"] = 0.123456
     (result.run_dir / "02_sft_metrics.json").write_text(json.dumps(sft))
     from v2lo_utils.report import qvs_report

@@ -65,10 +65,16 @@ def stage_metrics(run_dir: str | Path) -> dict[str, dict]:
 
 
 def qvs_report(
-    run_dir: str | Path, summaries: dict[str, dict], diag: dict, frame_figs: list
+    run_dir: str | Path,
+    summaries: dict[str, dict],
+    diag: dict,
+    frame_figs: list,
+    sources: dict[str, str] | None = None,
 ) -> Path:
     """report.html and 05_qvs_metrics.json for a run: QVS-Bench-Sim tables and figures, the
-    training stages' metrics from the run folder, and the model-free diagnostics."""
+    training stages' metrics from the run folder, and the model-free diagnostics. ``sources``
+    (label -> the model each summary evaluated, as notebook 05's ``models``) lets the report
+    say whether each GRPO stage improved on its SFT model (:func:`grpo_verdict`)."""
     from .benchmark import HEADLINE_KEYS
     from .figures import (
         compare_figure,
@@ -98,9 +104,14 @@ def qvs_report(
                 training.append(perception_sentence(m["perception"]))
             training.append(steps_sentence(after, m.get("train") or {}))
             training += control_verdicts(after, m["after"])
+    labels = {model: label for label, model in (sources or {}).items()}
+    improved = []
     for name in ("grpo", "grpo_map"):
         if name in stages:
             training.append(reward_sentence(STAGE_PANELS[name][1], stages[name]))
+            sft, after = (summaries.get(labels.get(f"{n}_merged", "")) for n in ("sft", name))
+            label = labels.get(f"{name}_merged", STAGE_PANELS[name][1])
+            improved.append(grpo_verdict(label, stages[name], sft, after))
     sections = [
         (
             "QVS-Bench-Sim",
@@ -111,6 +122,7 @@ def qvs_report(
                 "rule; map recall and center error compare the written map with the question's "
                 "objects.",
                 *verdicts(summaries),
+                *improved,
             ],
         ),
         (
@@ -221,6 +233,26 @@ def reward_sentence(label: str, metrics: dict) -> str:
             f" {as_['temperature']}): SFT {bs['mean_reward']:.3f}, after {as_['mean_reward']:.3f}."
         )
     return text
+
+
+def grpo_verdict(
+    label: str, metrics: dict, sft: dict | None = None, after: dict | None = None
+) -> str:
+    """Whether a GRPO stage improved on its SFT model: its held-out paper reward (greedy, the
+    stage's ``metrics``) rose, and, given both models' QVS-Bench-Sim summaries, the GRPO model's
+    overall score is not below the SFT model's 95% bootstrap interval."""
+    b, a = metrics["before"]["mean_reward"], metrics["after"]["mean_reward"]
+    holds = a > b
+    parts = [f"held-out paper reward {'rose' if holds else 'did not rise'}, {b:.3f} -> {a:.3f}"]
+    if sft and after and (ci := (sft.get("ci95") or {}).get("overall")):
+        inside = after["overall"] >= ci[0]
+        holds = holds and inside
+        parts.append(
+            f"QVS-Bench-Sim overall {100 * after['overall']:.1f}% against the SFT model's"
+            f" {100 * sft['overall']:.1f}% ({100 * ci[0]:.1f}-{100 * ci[1]:.1f}):"
+            f" {'not below' if inside else 'below'} its 95% interval"
+        )
+    return f"{label}: better than SFT? {'yes' if holds else 'no'}: {'; '.join(parts)}."
 
 
 def steps_sentence(label: str, train: dict) -> str:
