@@ -256,15 +256,26 @@ def assert_mass_is_eager_attention(model, batch, target, head) -> None:
     assert torch.allclose(got, expected, atol=1e-5)
 
 
+def head_batch(tiny_workspace, head: str, **collator):
+    """The tiny preset, 8 rows with first-frame lookup targets, their collated batch and
+    ``head``'s targets (rows, queries, keys) popped from it, the other heads' removed."""
+    ds = Dataset.load(tiny_workspace / "data")
+    rows = lookup_rows(ds, 8)
+    loaded = load_model(str(tiny_workspace / "models" / "tiny"))
+    batch = FrameLoadingCollator(loaded.processor, **collator)(rows)
+    fields = ("rows", "queries", "keys")
+    target = [batch.pop(f"{head}_{f}") for f in fields]
+    for name in ("lookup", "copy", "number"):
+        for f in fields:
+            batch.pop(f"{name}_{f}", None)
+    return loaded, rows, batch, target
+
+
 def test_lookup_mass_is_the_lookup_heads_attention_on_the_first_frames_object(tiny_workspace):
     from v2lo_utils.perception import LOOKUP_HEAD
     from v2lo_utils.presets import entry_tokens
 
-    ds = Dataset.load(tiny_workspace / "data")
-    rows = lookup_rows(ds, 8)
-    loaded = load_model(str(tiny_workspace / "models" / "tiny"))
-    batch = FrameLoadingCollator(loaded.processor)(rows)
-    target = [batch.pop(k) for k in ("lookup_rows", "lookup_queries", "lookup_keys")]
+    loaded, _, batch, target = head_batch(tiny_workspace, "lookup")
     assert len(target[0]) > 0
     tok, image_id = loaded.processor.tokenizer, loaded.model.config.image_token_id
     entries = set(tok.convert_tokens_to_ids(list(entry_tokens())))
@@ -280,13 +291,7 @@ def test_copy_targets_are_the_questions_words_for_each_map_entry(tiny_workspace)
     from v2lo_utils.perception import COPY_HEAD
     from v2lo_utils.presets import category_tokens, entry_tokens
 
-    ds = Dataset.load(tiny_workspace / "data")
-    rows = lookup_rows(ds, 8)
-    loaded = load_model(str(tiny_workspace / "models" / "tiny"))
-    batch = FrameLoadingCollator(loaded.processor, copy=True)(rows)
-    target = [batch.pop(k) for k in ("copy_rows", "copy_queries", "copy_keys")]
-    for k in ("lookup_rows", "lookup_queries", "lookup_keys"):
-        batch.pop(k)
+    loaded, rows, batch, target = head_batch(tiny_workspace, "copy", copy=True)
     tok = loaded.processor.tokenizer
     name_of = dict(zip(entry_tokens(), category_tokens(), strict=True))
     entries = 0
@@ -312,13 +317,7 @@ def test_number_targets_are_the_maps_copies_of_each_think_coordinate(tiny_worksp
     from v2lo_utils.perception import NUMBER_HEAD
     from v2lo_utils.presets import COORD_TOKENS
 
-    ds = Dataset.load(tiny_workspace / "data")
-    rows = lookup_rows(ds, 8)
-    loaded = load_model(str(tiny_workspace / "models" / "tiny"))
-    batch = FrameLoadingCollator(loaded.processor, numbers=True)(rows)
-    target = [batch.pop(k) for k in ("number_rows", "number_queries", "number_keys")]
-    for k in ("lookup_rows", "lookup_queries", "lookup_keys"):
-        batch.pop(k)
+    loaded, rows, batch, target = head_batch(tiny_workspace, "number", numbers=True)
     tok = loaded.processor.tokenizer
     coords = set(COORD_TOKENS)
     expected = []

@@ -420,10 +420,9 @@ def lookup_batch(
     the position writing the entry's first coordinate (the opening), and the positions of the
     object's image tokens in the first frame (``per_frame`` tokens a frame). Tensors
     ``lookup_rows`` (N), ``lookup_queries`` (N) and ``lookup_keys`` (N x sequence, bool)."""
-    import torch
 
     length = batch["input_ids"].shape[1]
-    rows, queries, keys = [], [], []
+    found: list[tuple[int, int, list[int]]] = []
     for j, objects in enumerate(tokens):
         labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
         entries = [p for p, t in enumerate(labels) if t in entry_ids]
@@ -433,15 +432,23 @@ def lookup_batch(
         for q, shown in zip(entries, objects, strict=True):
             where = [image[t] for t in shown if t < len(image)]
             if where:
-                mask = torch.zeros(length, dtype=torch.bool)
-                mask[where] = True
-                rows.append(j)
-                queries.append(q)
-                keys.append(mask)
+                found.append((j, q, where))
+    return head_targets("lookup", length, found)
+
+
+def head_targets(name: str, length: int, found: list[tuple[int, int, list[int]]]) -> dict:
+    """A head's targets as the trainer reads them: ``found`` holds (row, query position, key
+    positions) triples; tensors ``<name>_rows`` (N), ``<name>_queries`` (N) and ``<name>_keys``
+    (N x ``length``, bool)."""
+    import torch
+
+    keys = torch.zeros(len(found), length, dtype=torch.bool)
+    for n, (_, _, where) in enumerate(found):
+        keys[n, where] = True
     return {
-        "lookup_rows": torch.tensor(rows, dtype=torch.long),
-        "lookup_queries": torch.tensor(queries, dtype=torch.long),
-        "lookup_keys": torch.stack(keys) if keys else torch.zeros(0, length, dtype=torch.bool),
+        f"{name}_rows": torch.tensor([f[0] for f in found], dtype=torch.long),
+        f"{name}_queries": torch.tensor([f[1] for f in found], dtype=torch.long),
+        f"{name}_keys": keys,
     }
 
 
@@ -452,10 +459,9 @@ def copy_batch(batch, entry_names: dict[int, int]) -> dict:
     prompt's positions of the name (every mention). Tensors ``copy_rows`` (N), ``copy_queries``
     (N) and ``copy_keys`` (N x sequence, bool): the head that writes the entry attends to the
     question's word for it, which is how a map comes to list the question's objects."""
-    import torch
 
     length = batch["input_ids"].shape[1]
-    rows, queries, keys = [], [], []
+    found: list[tuple[int, int, list[int]]] = []
     for j in range(batch["input_ids"].shape[0]):
         labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
         start = next((p for p, t in enumerate(labels) if t != -100), length)
@@ -465,16 +471,8 @@ def copy_batch(batch, entry_names: dict[int, int]) -> dict:
         for q, t in enumerate(labels):
             where = mentions.get(entry_names[t], []) if t in entry_names else []
             if where and q > 0:
-                mask = torch.zeros(length, dtype=torch.bool)
-                mask[where] = True
-                rows.append(j)
-                queries.append(q - 1)
-                keys.append(mask)
-    return {
-        "copy_rows": torch.tensor(rows, dtype=torch.long),
-        "copy_queries": torch.tensor(queries, dtype=torch.long),
-        "copy_keys": torch.stack(keys) if keys else torch.zeros(0, length, dtype=torch.bool),
-    }
+                found.append((j, q - 1, where))
+    return head_targets("copy", length, found)
 
 
 def number_batch(batch, coord_ids: set[int], close_ids: set[int]) -> dict:
@@ -485,10 +483,9 @@ def number_batch(batch, coord_ids: set[int], close_ids: set[int]) -> dict:
     ``number_queries`` (N) and ``number_keys`` (N x sequence, bool): attending there and copying
     gives the think's number, so the think's copies of the map come from the map, not from priors.
     """
-    import torch
 
     length = batch["input_ids"].shape[1]
-    rows, queries, keys = [], [], []
+    found: list[tuple[int, int, list[int]]] = []
     for j in range(batch["input_ids"].shape[0]):
         labels = batch["labels"][j].tolist()
         start = next((p for p, t in enumerate(labels) if t != -100), length)
@@ -500,16 +497,8 @@ def number_batch(batch, coord_ids: set[int], close_ids: set[int]) -> dict:
         for q in range(end + 1, length):
             where = held.get(labels[q], [])
             if where:
-                mask = torch.zeros(length, dtype=torch.bool)
-                mask[where] = True
-                rows.append(j)
-                queries.append(q - 1)
-                keys.append(mask)
-    return {
-        "number_rows": torch.tensor(rows, dtype=torch.long),
-        "number_queries": torch.tensor(queries, dtype=torch.long),
-        "number_keys": torch.stack(keys) if keys else torch.zeros(0, length, dtype=torch.bool),
-    }
+                found.append((j, q - 1, where))
+    return head_targets("number", length, found)
 
 
 def lookup_attention(model, layer: int = LOOKUP_HEAD[0]):
