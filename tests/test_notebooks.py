@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from v2lo_utils.dataset import BuildConfig, Dataset, build_training_set
-from v2lo_utils.explorer import Explorer
+from v2lo_utils.explorer import Explorer, PredictionBrowser
 from v2lo_utils.profiles import load_profiles
 from v2lo_utils.runner import RunError, find_notebooks, parse_overrides, pipeline_steps, run_profile
 from v2lo_utils.runs import PIPELINE
@@ -248,6 +248,29 @@ def test_explorer_follows_its_controls(tmp_path):
     before = ex.current["id"]
     ex.task.value = next(t for t in ex.task.options if t != ex.task.value)
     assert ex.current["id"] != before and ex.current["task"] == ex.task.value
+    # the widgets hold the current row's figures, set from the kernel (no output capture)
+    (shown,) = plotly_outputs(ex.map_out)
+    assert shown["layout"]["title"]["text"] == ex.figure(ex.current).layout.title.text
+    assert len(plotly_outputs(ex.frames_out)) == 1
+
+
+def plotly_outputs(out) -> list[dict]:
+    """The plotly figures an ``ipywidgets.Output`` holds (its display_data bundles)."""
+    assert all(o["output_type"] == "display_data" for o in out.outputs), out.outputs
+    return [o["data"]["application/vnd.plotly.v1+json"] for o in out.outputs]
+
+
+def test_prediction_browser_shows_the_picked_row(tmp_path):
+    build_training_set(tmp_path, BuildConfig(scenes=2, seed=3, image_size=64, workers=1))
+    rows = Dataset.load(tmp_path).rows["train"][:3]
+    completions = ["<think>no map</think><answer>A</answer>", "", rows[2]["target"]]
+    browser = PredictionBrowser(tmp_path, rows, completions)
+    for i, status in [(0, "no parseable map"), (2, "parsed")]:
+        browser.pick.value = i
+        frames, pred = plotly_outputs(browser.out)
+        assert pred["layout"]["title"]["text"].startswith(f"{rows[i]['id']}: ")
+        assert status in pred["layout"]["title"]["text"]
+        assert sum(t.get("type") == "image" for t in frames["data"]) == len(rows[i]["frames"])
 
 
 def rows_of(ex):

@@ -10,6 +10,22 @@ from .dataset import Dataset
 from .figures import cogmap_figure, frames_figure, question_vectors
 
 
+def fill_output(out, *figs) -> None:
+    """Replace an ``ipywidgets.Output``'s content with plotly figures, set from the kernel.
+
+    Setting ``outputs`` (one plotly mime bundle per figure) instead of capturing ``fig.show()``
+    inside ``with out:`` keeps the kernel from routing display messages through the widget while
+    a cell runs: headless runs (papermill/nbclient) hung on that capture beside a busy process.
+    """
+    import plotly.io as pio
+
+    renderer = pio.renderers["plotly_mimetype"]
+    out.outputs = tuple(
+        {"output_type": "display_data", "data": renderer.to_mimebundle(f.to_dict()), "metadata": {}}
+        for f in figs
+    )
+
+
 class Explorer:
     """Widgets over a dataset split; ``.widget`` is what a notebook displays."""
 
@@ -77,12 +93,8 @@ class Explorer:
             f"<b>{row['task']}</b> ({row['num_frames']} frames): {row['question']}<br>"
             f"{' &nbsp; '.join(row['options'])} &nbsp; <b>answer: {row['answer']}</b>"
         )
-        self.frames_out.clear_output(wait=True)
-        with self.frames_out:
-            frames_figure(self.ds.root, row["frames"]).show()
-        self.map_out.clear_output(wait=True)
-        with self.map_out:
-            self.figure(row).show()
+        fill_output(self.frames_out, frames_figure(self.ds.root, row["frames"]))
+        fill_output(self.map_out, self.figure(row))
 
     def figure(self, row: dict):
         """The map figure of a row: every scene object (unseen ones dotted), cameras, vectors."""
@@ -142,7 +154,6 @@ class PredictionBrowser:
             f"<b>{self._escape(row['question'])}</b> answer {row['answer']}<br>"
             f"<pre style='white-space: pre-wrap'>{self._escape(completion)}</pre>"
         )
-        self.out.clear_output(wait=True)
-        with self.out:
-            frames_figure(self.root, row["frames"]).show()
-            prediction_figure(row, completion).show()
+        fill_output(
+            self.out, frames_figure(self.root, row["frames"]), prediction_figure(row, completion)
+        )
