@@ -132,6 +132,30 @@ def test_consistency_and_axis_correlations_on_known_maps(qvs):
     assert score_row(rows[0], "no map")["consistency"] is None
 
 
+def test_think_follows_is_the_share_of_letters_that_are_the_thinks_named_option(qvs):
+    from v2lo_utils.benchmark import headline
+    from v2lo_utils.cogmap import CogMap, format_response
+
+    rows = [r for r in read_jsonl(qvs / "qvs_bench.jsonl") if r.get("options")]
+    assert len(rows) >= 4
+    recs = []
+    for k, r in enumerate(rows):
+        letter, text = r["options"][k % len(r["options"])].split(". ", 1)
+        other = next(o[0] for o in r["options"] if o[0] != letter)
+        think = f"It is {text}: option {letter}."
+        answer = letter if k % 2 == 0 else other  # every other answer leaves its think
+        recs.append(score_row(r, format_response(CogMap.from_json(r["map"]), think, answer)))
+        assert recs[-1]["think_option"] == letter
+    recs.append(score_row(rows[0], "<think>names nothing</think><answer>A</answer>"))
+    assert recs[-1]["think_option"] is None
+    got = headline(recs, map_controls(recs))
+    assert got["think_named"] == len(rows)
+    assert got["think_follows"] == pytest.approx(
+        sum(k % 2 == 0 for k in range(len(rows))) / len(rows)
+    )
+    assert headline(recs[-1:], map_controls(recs[-1:]))["think_follows"] is None
+
+
 def test_map_answer_scores_what_the_models_own_map_answers(qvs):
     """map_answer: solve on the written map, scored against the truth, whatever the model
     answered; 0 without a map or when the map lacks a named object."""
@@ -403,6 +427,11 @@ def test_control_verdicts_say_whether_maps_come_from_frames_and_answers_from_map
     }
     assert control_verdicts("m", own)[2].endswith(
         "Those answers score 45.0%; its own answers 30.0%."
+    )
+    named = {**own, "think_follows": 0.25, "think_named": 40}
+    assert control_verdicts("m", named)[2].endswith(
+        "its own answers 30.0%. Its letter is the option its think names in 25.0% of the 40"
+        " answers whose think names one."
     )
     blind = {**sees, "map_by_group": {"1-4": group(2.0), "all": group(2.0, cons=0.2)}}
     lines = control_verdicts("m", blind)  # no better than another scene's frames

@@ -13,6 +13,7 @@ from v2lo_utils.scoring import (
     match_maps,
     mc_accuracy,
     mra,
+    named_option,
     score_answer,
 )
 
@@ -111,3 +112,28 @@ def test_map_metrics_edge_cases():
     assert match_maps(gt, gt).quality == 1.0 and match_maps(gt, gt).f1 == 1.0
     assert match_maps(gt, gt).placement() == 1.0 and empty.placement() == 0.0
     assert match_maps(CogMap(), CogMap()).quality == 1.0
+
+
+DIRECTIONS = ["A. Left-Back", "B. Right-Front", "C. Right-Back", "D. Left-Front"]
+NAMES = ["A. table", "B. diningtable", "C. sofa", "D. lamp"]
+
+
+@pytest.mark.parametrize(
+    "completion, options, letter",
+    [
+        ("<think>v.r > 0. The box is Right-Back of the sofa: option A.</think>", DIRECTIONS, "C"),
+        (
+            "<think>Left-Front? no. It is Left-Back: option</think><answer>D</answer>",
+            DIRECTIONS,
+            "A",
+        ),
+        # the last named before the final 'option'; the longer name on a tie
+        ("<think>table 1 m, diningtable 2 m. Nearest: diningtable, option C.</think>", NAMES, "B"),
+        ("<think>Nearest: table, option B. (option)</think>", NAMES, "A"),
+        ("<think>no option names here</think>", DIRECTIONS, None),
+        ("<answer>A</answer>", DIRECTIONS, None),  # no think
+        (None, DIRECTIONS, None),
+    ],
+)
+def test_named_option_is_the_option_the_think_names_last(completion, options, letter):
+    assert named_option(completion, options) == letter

@@ -248,7 +248,8 @@ def assert_mass_is_eager_attention(model, batch, target, head) -> None:
     with torch.no_grad(), _eager_attention(model):
         out = model(**batch, output_attentions=True)
     hook.remove()
-    weights = out.attentions[head[0]][:, head[1]]
+    weights = out.attentions[head[0]]
+    weights = weights[:, head[1] % weights.shape[1]]  # as lookup_mass: negative from the end
     expected = torch.stack([weights[j, q][k].sum() for j, q, k in zip(*target, strict=True)])
     mask = batch["attention_mask"]
     with torch.no_grad():
@@ -265,7 +266,7 @@ def head_batch(tiny_workspace, head: str, **collator):
     batch = FrameLoadingCollator(loaded.processor, **collator)(rows)
     fields = ("rows", "queries", "keys")
     target = [batch.pop(f"{head}_{f}") for f in fields]
-    for name in ("lookup", "copy", "number"):
+    for name in ("lookup", "copy", "number", "option"):
         for f in fields:
             batch.pop(f"{name}_{f}", None)
     return loaded, rows, batch, target
@@ -344,9 +345,31 @@ def test_number_targets_are_the_maps_copies_of_each_think_coordinate(tiny_worksp
     assert_mass_is_eager_attention(loaded.model, batch, target, NUMBER_HEAD)
 
 
-def test_sft_with_the_lookup_copy_and_number_losses_trains_and_logs_them(tiny_workspace, tmp_path):
+def test_option_targets_are_the_text_of_the_option_each_letter_names(tiny_workspace):
+    from v2lo_utils.perception import OPTION_HEAD
+
+    loaded, rows, batch, target = head_batch(tiny_workspace, "option", options=True)
+    chosen = [r for r in Dataset.load(tiny_workspace / "data").rows["train"] if r["map"]][:8]
+    tok = loaded.processor.tokenizer
+    found = {j: 0 for j in range(len(rows))}
+    for j, q, keys in zip(*target, strict=True):
+        ids, labels = batch["input_ids"][j].tolist(), batch["labels"][j].tolist()
+        letter = tok.decode([labels[q + 1]]).strip()  # the position predicting the letter ...
+        assert letter == chosen[j]["answer"], tok.decode([t for t in labels if t != -100])
+        assert "</map>" in tok.decode([t for t in labels[: q + 1] if t != -100])
+        text = tok.decode([ids[p] for p in keys.nonzero().flatten().tolist()])
+        assert f"{letter}.{text}" in chosen[j]["options"]  # ... and the prompt's option text
+        assert all(labels[p] == -100 for p in keys.nonzero().flatten().tolist())
+        found[int(j)] += 1
+    lettered = [j for j, r in enumerate(chosen) if r["answer"] in "ABCD"]
+    assert lettered and all(found[j] == 2 for j in lettered)  # the think's "option X" and answer
+    assert all(found[j] == 0 for j in found if j not in lettered)
+    assert_mass_is_eager_attention(loaded.model, batch, target, OPTION_HEAD)
+
+
+def test_sft_with_the_head_losses_trains_and_logs_them(tiny_workspace, tmp_path):
     kw = dict(max_steps=3, save_steps=100, max_rows=8, lookup_weight=1.0, copy_weight=0.5)
-    kw["number_weight"] = 0.25
+    kw |= {"number_weight": 0.25, "option_weight": 0.75}
     p = params(tiny_workspace, tmp_path / "lookup", **kw)
     result = train_sft(p)
     text = steps_sentence("after SFT", result.to_json())
@@ -354,8 +377,11 @@ def test_sft_with_the_lookup_copy_and_number_losses_trains_and_logs_them(tiny_wo
         ("lookup", 1.0, "lookup loss (weight 1: -log"),
         ("copy", 0.5, "copy loss (weight 0.5: -log"),
         ("number", 0.25, "number loss (weight 0.25: -log"),
+        ("option", 0.75, "option loss (weight 0.75: -log"),
     ):
         logged = [h[f"{key}_loss"] for h in result.log_history if f"{key}_loss" in h]
-        assert len(logged) == 3 and all(0 < v < 20 for v in logged)
+        # every batch has map entries and think coordinates; not every one a lettered answer
+        assert len(logged) == 3 or (key == "option" and len(logged) >= 1), (key, logged)
+        assert all(0 < v < 20 for v in logged)
         assert getattr(result, key) == {"weight": weight, "first": logged[0], "last": logged[-1]}
         assert said in text and f"{logged[-1]:.2f})" in text

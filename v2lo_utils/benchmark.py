@@ -25,11 +25,11 @@ from statistics import mean
 from .cogmap import CogMap, format_ok, parse_response
 from .questions import TASKS, solve
 from .rewards import paper_score
-from .scoring import answer_score, extract_answer, match_maps
+from .scoring import answer_score, extract_answer, match_maps, named_option
 
 # the version of score_row's record: predictions files store it (``scored_by``), and a stored
 # score is reused only when it matches; bump it when score_row's fields or rules change
-SCORE_VERSION = 2
+SCORE_VERSION = 3
 
 
 def row_kind(row: dict) -> str:
@@ -44,7 +44,8 @@ def score_row(row: dict, completion: str) -> dict:
     the answer scored against the answer ``solve`` computes from the parsed map (None when no map
     parses or it lacks an object the question names); and ``map_answer``: that answer of the map
     scored against the truth, what the map alone is worth (0 when no map parses or it lacks an
-    object the question names)."""
+    object the question names); for a lettered row, ``think_option``: the letter of the option
+    its think names (:func:`~v2lo_utils.scoring.named_option`; None when it names none)."""
     kind = row_kind(row)
     got = extract_answer(kind, completion)
     score = answer_score(kind, got, row["answer"])
@@ -58,6 +59,8 @@ def score_row(row: dict, completion: str) -> dict:
         "format_ok": format_ok(completion),
         "reward": paper_score(completion, row["answer"])["overall"],
     }
+    if row.get("options"):
+        rec["think_option"] = named_option(completion, row["options"])
     if row.get("map") is not None:
         parsed = parse_response(completion)
         pred = parsed.cogmap
@@ -186,8 +189,10 @@ def headline(records: Sequence[dict], pooled: dict) -> dict:
     unparsed maps), center error (m, matched objects) and IoU, answer score, paper reward; and,
     from ``pooled`` (:func:`map_controls` of their matched objects), the per-axis center
     correlations, the answers' consistency with the model's own maps and the score of the answers
-    those maps give (``map_answer``)."""
+    those maps give (``map_answer``); and ``think_follows``: over the records whose think names
+    an option (``think_named`` of them), the share whose answer is that option (None if none)."""
     n = len(records)
+    named = [r for r in records if r.get("think_option") is not None]
     return {
         "format_rate": sum(r["format_ok"] for r in records) / n if n else 0.0,
         "map_parse_rate": sum(r.get("map") is not None for r in records) / n if n else 0.0,
@@ -201,6 +206,8 @@ def headline(records: Sequence[dict], pooled: dict) -> dict:
         "r_y": pooled["r_y"],
         "consistency": pooled["consistency"],
         "map_answer": pooled["map_answer"],
+        "think_follows": _mean([float(r["extracted"] == r["think_option"]) for r in named]),
+        "think_named": len(named),
     }
 
 
@@ -380,6 +387,8 @@ SUMMARY_FIELDS = (
     "r_y",
     "consistency",
     "map_answer",
+    "think_follows",
+    "think_named",
     "overall",
     "overall_macro",
     "by_task",

@@ -19,8 +19,10 @@ Two stages, run once when a preset is built (``presets.create_preset``) and cach
 During SFT (``sft.lookup_trainer``) the lookup head can be kept on the first frame's object
 (:func:`lookup_batch`) and a second head (``COPY_HEAD``) taught to attend, at the position that
 predicts each map entry, to the question's word for the entry's object (:func:`copy_batch`),
-and a third (``NUMBER_HEAD``), at the position that predicts a coordinate in the think, to the
-map's positions holding that coordinate (:func:`number_batch`).
+a third (``NUMBER_HEAD``), at the position that predicts a coordinate in the think, to the
+map's positions holding that coordinate (:func:`number_batch`), and a fourth (``OPTION_HEAD``),
+at the position that predicts an option letter, to the text of that option in the question
+(:func:`option_batch`).
 
 Boxes are in meters in the frame's own map frame (spec: x to the camera's right, y forward,
 origin at the camera). Each stage reports held-out metrics (``perception.json`` in the preset).
@@ -59,6 +61,10 @@ COPY_HEAD = (-1, 1)  # (layer from the end, head) taught during SFT to copy the 
 # (layer from the end, head from the end) taught during SFT to copy the map's numbers; on a
 # preset with two heads per layer (tiny) it is the copy head
 NUMBER_HEAD = (-1, -1)
+# (layer from the end, head) taught during SFT to find the letter of the option the think names;
+# on the small preset (4 heads) it shares its keys with the number head (disjoint targets: map
+# numbers, option texts); with two heads a layer (tiny) it is the last layer's head 0
+OPTION_HEAD = (-1, 2)
 
 
 def camera_box(box, pose) -> tuple[float, float, float, float]:
@@ -499,6 +505,44 @@ def number_batch(batch, coord_ids: set[int], close_ids: set[int]) -> dict:
             if where:
                 found.append((j, q - 1, where))
     return head_targets("number", length, found)
+
+
+def option_batch(
+    batch,
+    letter_ids: dict[int, int],
+    dot_id: int,
+    stop_ids: set[int],
+    close_ids: set[int],
+    after_ids: set[int],
+) -> dict:
+    """The option head's targets (``OPTION_HEAD``) in a collated batch: for each option letter
+    in each row's completion after its map (which ends at the first token in ``close_ids``),
+    standing alone (the next token in ``after_ids``: not a word's continuation), and whose
+    option the prompt lists: the row, the position predicting the letter and the prompt's
+    positions of that option's text. ``letter_ids`` maps the tokens ending in a letter after no
+    letter or digit ('C', ' C', '>C') to the letter alone's id. An option is a letter alone,
+    then ``dot_id``, then its text up to the first token in ``stop_ids`` (newlines, special
+    tokens). Tensors ``option_rows`` (N), ``option_queries`` (N) and ``option_keys`` (N x
+    sequence, bool): the text's tokens can carry their letter (causal attention sees it), so
+    attending there and copying gives the letter of the option the think named."""
+
+    length = batch["input_ids"].shape[1]
+    found: list[tuple[int, int, list[int]]] = []
+    for j in range(batch["input_ids"].shape[0]):
+        labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
+        start = next((p for p, t in enumerate(labels) if t != -100), length)
+        texts: dict[int, list[int]] = {}
+        letters = set(letter_ids.values())
+        for p in range(1, start - 1):
+            if ids[p] in letters and ids[p + 1] == dot_id and ids[p - 1] in stop_ids:
+                end = next((e for e in range(p + 2, start) if ids[e] in stop_ids), start)
+                texts[ids[p]] = list(range(p + 2, end))
+        end = next((p for p in range(start, length) if labels[p] in close_ids), length)
+        for q in range(end + 1, length - 1):
+            text = texts.get(letter_ids.get(labels[q], -1))
+            if text and labels[q + 1] in after_ids:
+                found.append((j, q - 1, text))
+    return head_targets("option", length, found)
 
 
 def lookup_attention(model, layer: int = LOOKUP_HEAD[0]):

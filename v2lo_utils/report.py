@@ -255,6 +255,15 @@ def grpo_verdict(
     return f"{label}: better than SFT? {'yes' if holds else 'no'}: {'; '.join(parts)}."
 
 
+# the SFT head losses (sft.lookup_trainer) and what each head is taught to attend to
+HEAD_LOSSES = {
+    "lookup": "the first frame's object",
+    "copy": "the question's word for each map entry",
+    "number": "the map's copies of each think coordinate",
+    "option": "the text of each option letter it writes",
+}
+
+
 def steps_sentence(label: str, train: dict) -> str:
     """The steps a training stage reached, and whether its wall-clock budget ended it."""
     steps, secs = train.get("global_step"), train.get("train_seconds")
@@ -263,22 +272,12 @@ def steps_sentence(label: str, train: dict) -> str:
     text = f"{label}: {steps} steps in {secs or 0:.0f} s"
     if train.get("stopped_by_budget"):
         text += ", stopped by its wall-clock budget (max_seconds)"
-    if lookup := train.get("lookup"):
-        text += (
-            f", with the lookup loss (weight {lookup['weight']:g}: -log of the lookup head's"
-            f" attention on the first frame's object, {lookup['first']:.2f} -> {lookup['last']:.2f})"
-        )
-    if copy := train.get("copy"):
-        text += (
-            f", with the copy loss (weight {copy['weight']:g}: -log of the copy head's attention"
-            f" on the question's word for each map entry, {copy['first']:.2f} -> {copy['last']:.2f})"
-        )
-    if number := train.get("number"):
-        text += (
-            f", with the number loss (weight {number['weight']:g}: -log of the number head's"
-            f" attention on the map's copies of each think coordinate,"
-            f" {number['first']:.2f} -> {number['last']:.2f})"
-        )
+    for name, target in HEAD_LOSSES.items():
+        if head := train.get(name):
+            text += (
+                f", with the {name} loss (weight {head['weight']:g}: -log of the {name} head's"
+                f" attention on {target}, {head['first']:.2f} -> {head['last']:.2f})"
+            )
     return text + threads_phrase(train.get("threads")) + "."
 
 
@@ -351,6 +350,11 @@ def control_verdicts(label: str, summary: dict, question_only: dict | None = Non
             text += (
                 f" Those answers score {100 * own:.1f}%; its own answers"
                 f" {100 * summary['answer_score']:.1f}%."
+            )
+        if (follows := summary.get("think_follows")) is not None:
+            text += (
+                f" Its letter is the option its think names in {100 * follows:.1f}% of the"
+                f" {summary.get('think_named', 0)} answers whose think names one."
             )
         out.append(text)
     return out

@@ -94,6 +94,25 @@ def answer_score(kind: str, got: str | float | None, answer: str) -> float:
     return 0.0 if got is None else mra(float(got), float(answer))
 
 
+def named_option(completion: str, options: list[str]) -> str | None:
+    """The letter of the option the last think names: the option ('A. Left-Back') whose text
+    occurs last in the think before its final word 'option' (the targets end "...: option D"),
+    the longer text on a tie; None without a think or a named option. What the answer should
+    repeat when it follows its own reasoning."""
+    if not isinstance(completion, str) or len(completion) > MAX_COMPLETION_CHARS:
+        return None
+    think = last_tag(completion, "think")
+    if think is None:
+        return None
+    head = think.rsplit("option", 1)[0]
+    found = []
+    for option in options:
+        letter, _, text = option.partition(". ")
+        if text and (at := head.rfind(text)) >= 0:
+            found.append((at + len(text), len(text), letter))
+    return max(found)[2] if found else None
+
+
 @dataclass(frozen=True)
 class AnswerScore:
     score: float  # in [0, 1]

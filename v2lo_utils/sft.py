@@ -57,6 +57,9 @@ class SFTParams(StageParams):
     # presets: weight of the number head's loss (perception.number_batch): the position writing a
     # coordinate in the think attends to the map's positions holding it; 0: none
     number_weight: float = 0.0
+    # presets: weight of the option head's loss (perception.option_batch): the position writing
+    # an option letter attends to that option's text in the question; 0: none
+    option_weight: float = 0.0
 
 
 def sft_rows(
@@ -79,7 +82,8 @@ class FrameLoadingCollator:
     with a ``lookup`` field (JSON: :func:`~v2lo_utils.perception.first_frame_tokens`'s per-object
     token lists) also get the lookup head's targets (:func:`~v2lo_utils.perception.lookup_batch`);
     with ``copy`` every batch gets the copy head's (:func:`~v2lo_utils.perception.copy_batch`),
-    with ``numbers`` the number head's (:func:`~v2lo_utils.perception.number_batch`)."""
+    with ``numbers`` the number head's (:func:`~v2lo_utils.perception.number_batch`), with
+    ``options`` the option head's (:func:`~v2lo_utils.perception.option_batch`)."""
 
     def __init__(
         self,
@@ -87,12 +91,14 @@ class FrameLoadingCollator:
         max_length: int | None = None,
         copy: bool = False,
         numbers: bool = False,
+        options: bool = False,
     ) -> None:
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
         self.processor = processor
         self.copy = copy
         self.numbers = numbers
+        self.options = options
         self.inner = DataCollatorForVisionLanguageModeling(
             processor=processor, max_length=max_length, completion_only_loss=True
         )
@@ -121,6 +127,11 @@ class FrameLoadingCollator:
             from .perception import number_batch
 
             batch |= number_batch(batch, *self._number_ids)
+        if self.options:
+            from .perception import option_batch
+
+            letters, dot, stop, after = self._option_ids
+            batch |= option_batch(batch, letters, dot, stop, self._number_ids[1], after)
         return batch
 
     @cached_property
@@ -142,6 +153,26 @@ class FrameLoadingCollator:
         return set(tok.convert_tokens_to_ids(list(COORD_TOKENS))), close
 
     @cached_property
+    def _option_ids(self) -> tuple[dict, int, set, set]:
+        """The option letters' ids (alone or after a space or '>') -> the letter alone's, the id of
+        ``.``, the ids ending an option's text (tokens holding a newline, special tokens) and
+        the ids that can follow a lone letter (not starting with a letter or digit)."""
+        from .questions import LETTERS
+
+        tok = self.processor.tokenizer
+        text = {i: tok.convert_tokens_to_string([t]) for t, i in tok.get_vocab().items()}
+        stop = {i for i, t in text.items() if "\n" in t}
+        stop |= {i for i, t in tok.added_tokens_decoder.items() if t.special}
+        after = {i for i, t in text.items() if not t[:1].isalnum()}
+        alone = {letter: tok.convert_tokens_to_ids(letter) for letter in LETTERS}
+        letters = {  # 'C', ' C', '>C': a letter after no letter or digit
+            i: alone[t[-1]]
+            for i, t in text.items()
+            if t[-1:] in alone and not any(c.isalnum() for c in t[:-1])
+        }
+        return letters, tok.convert_tokens_to_ids("."), stop, after
+
+    @cached_property
     def _lookup_ids(self) -> tuple[int, set, int]:
         """The image token's id, the map-entry openings' ids, the vision merge size."""
         merge = getattr(self.processor.image_processor, "merge_size", 2)
@@ -149,18 +180,26 @@ class FrameLoadingCollator:
         return image_id, set(self._entry_names), merge
 
 
-def lookup_trainer(base, weight: float, copy_weight: float = 0.0, number_weight: float = 0.0):
+def lookup_trainer(
+    base,
+    weight: float,
+    copy_weight: float = 0.0,
+    number_weight: float = 0.0,
+    option_weight: float = 0.0,
+):
     """``base`` (TRL's SFTTrainer) whose loss adds ``weight`` x the lookup head's loss (the mean
     over the batch's map entries of -log(the head's attention mass on the entry's object in the
     first frame)), ``copy_weight`` x the copy head's (-log(its mass on the question's word for
-    the entry's object) and ``number_weight`` x the number head's (-log(its mass on the map's
-    positions of the think's coordinate), from the heads' layer inputs captured during the
-    forward pass (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``lookup_loss``,
-    ``copy_loss`` and ``number_loss``."""
+    the entry's object), ``number_weight`` x the number head's (-log(its mass on the map's
+    positions of the think's coordinate)) and ``option_weight`` x the option head's (-log(its
+    mass on the text of the option whose letter comes next)), from the heads' layer inputs
+    captured during the forward pass (:func:`~v2lo_utils.perception.lookup_mass`); logged as
+    ``lookup_loss``, ``copy_loss``, ``number_loss`` and ``option_loss``."""
     from .perception import (
         COPY_HEAD,
         LOOKUP_HEAD,
         NUMBER_HEAD,
+        OPTION_HEAD,
         lookup_attention,
         lookup_mass,
         lookup_nll,
@@ -170,6 +209,7 @@ def lookup_trainer(base, weight: float, copy_weight: float = 0.0, number_weight:
         "lookup": (LOOKUP_HEAD, weight),
         "copy": (COPY_HEAD, copy_weight),
         "number": (NUMBER_HEAD, number_weight),
+        "option": (OPTION_HEAD, option_weight),
     }
     heads = {k: v for k, v in heads.items() if v[1] > 0}
 
@@ -177,7 +217,7 @@ def lookup_trainer(base, weight: float, copy_weight: float = 0.0, number_weight:
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = {
                 k: [inputs.pop(f"{k}_{f}", None) for f in ("rows", "queries", "keys")]
-                for k in ("lookup", "copy", "number")
+                for k in ("lookup", "copy", "number", "option")
             }
             layers = {k: lookup_attention(model, head[0]) for k, (head, _) in heads.items()}
             seen: dict = {}
@@ -267,6 +307,7 @@ class SFTResult(StageResult):
     lookup: dict | None = None  # the lookup loss's weight, first and last logged values
     copy: dict | None = None  # the copy loss's, likewise
     number: dict | None = None  # the number loss's, likewise
+    option: dict | None = None  # the option loss's, likewise
 
 
 def prepare_model(p: SFTParams):
@@ -305,16 +346,18 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         raise ValueError(f"{p.data_dir}: no training rows (max_frames={p.max_frames})")
     rows = export_rows(chosen, "trl-prompt-completion", ds.root)
     model, processor, backend = prepare_model(p)
-    extra = p.lookup_weight > 0 or p.copy_weight > 0 or p.number_weight > 0
+    weights = (p.lookup_weight, p.copy_weight, p.number_weight, p.option_weight)
+    extra = any(w > 0 for w in weights)
     if extra:
         from .presets import COORD_TOKENS, entry_tokens
+        from .questions import LETTERS
 
         vocab = processor.tokenizer.get_vocab()
-        if any(t not in vocab for t in (*entry_tokens(), *COORD_TOKENS)):
+        if any(t not in vocab for t in (*entry_tokens(), *COORD_TOKENS, *LETTERS, ".")):
             raise ValueError(
-                f"{p.model_source}: lookup_weight, copy_weight and number_weight need a preset's "
-                "tokenizer (one token per map-entry opening and per coordinate); set them to 0 "
-                "for this model"
+                f"{p.model_source}: lookup_weight, copy_weight, number_weight and option_weight "
+                "need a preset's tokenizer (one token per map-entry opening, coordinate and "
+                "option letter); set them to 0 for this model"
             )
     if p.lookup_weight > 0:
         from .perception import first_frame_tokens
@@ -328,18 +371,18 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     world = world_size()
     args = SFTConfig(**sft_config_kwargs(p, on_gpu, world))
     budget = time_budget(p.max_seconds)
-    trainer_class = (
-        lookup_trainer(SFTTrainer, p.lookup_weight, p.copy_weight, p.number_weight)
-        if extra
-        else SFTTrainer
-    )
+    trainer_class = lookup_trainer(SFTTrainer, *weights) if extra else SFTTrainer
     trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=HFDataset.from_list(rows),
         processing_class=processor,
         data_collator=FrameLoadingCollator(
-            processor, p.max_length, copy=p.copy_weight > 0, numbers=p.number_weight > 0
+            processor,
+            p.max_length,
+            copy=p.copy_weight > 0,
+            numbers=p.number_weight > 0,
+            options=p.option_weight > 0,
         ),
         callbacks=[*(callbacks or []), budget],
     )
@@ -353,6 +396,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         lookup=_head_loss(run["log_history"], "lookup_loss", p.lookup_weight),
         copy=_head_loss(run["log_history"], "copy_loss", p.copy_weight),
         number=_head_loss(run["log_history"], "number_loss", p.number_weight),
+        option=_head_loss(run["log_history"], "option_loss", p.option_weight),
     )
 
 
