@@ -354,7 +354,8 @@ def test_option_targets_are_the_text_of_the_option_each_letter_names(tiny_worksp
     found = {j: 0 for j in range(len(rows))}
     for j, q, keys in zip(*target, strict=True):
         ids, labels = batch["input_ids"][j].tolist(), batch["labels"][j].tolist()
-        letter = tok.decode([labels[q + 1]]).strip()  # the position predicting the letter ...
+        # the position predicting the letter (token "D", " D" or ">D") ...
+        letter = tok.decode([labels[q + 1]])[-1]
         assert letter == chosen[j]["answer"], tok.decode([t for t in labels if t != -100])
         assert "</map>" in tok.decode([t for t in labels[: q + 1] if t != -100])
         text = tok.decode([ids[p] for p in keys.nonzero().flatten().tolist()])
