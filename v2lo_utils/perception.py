@@ -528,11 +528,11 @@ def option_batch(
 
     length = batch["input_ids"].shape[1]
     found: list[tuple[int, int, list[int]]] = []
+    letters = set(letter_ids.values())
     for j in range(batch["input_ids"].shape[0]):
         labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
         start = next((p for p, t in enumerate(labels) if t != -100), length)
         texts: dict[int, list[int]] = {}
-        letters = set(letter_ids.values())
         for p in range(1, start - 1):
             if ids[p] in letters and ids[p + 1] == dot_id and ids[p - 1] in stop_ids:
                 end = next((e for e in range(p + 2, start) if ids[e] in stop_ids), start)

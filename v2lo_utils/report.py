@@ -260,7 +260,7 @@ HEAD_LOSSES = {
     "lookup": "the first frame's object",
     "copy": "the question's word for each map entry",
     "number": "the map's copies of each think coordinate",
-    "option": "the text of each option letter it writes",
+    "option": "the question's text of each option whose letter it writes",
 }
 
 
