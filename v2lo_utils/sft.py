@@ -144,12 +144,18 @@ class FrameLoadingCollator:
         return dict(zip(entries, tok.convert_tokens_to_ids(list(category_tokens())), strict=True))
 
     @cached_property
+    def _token_texts(self) -> dict[int, str]:
+        """Every vocabulary id -> its token's text (decoded once per collator)."""
+        tok = self.processor.tokenizer
+        return {i: tok.convert_tokens_to_string([t]) for t, i in tok.get_vocab().items()}
+
+    @cached_property
     def _number_ids(self) -> tuple[set, set]:
         """The coordinate tokens' ids; the ids of the tokens holding ``</`` (the map's end)."""
         from .presets import COORD_TOKENS
 
         tok = self.processor.tokenizer
-        close = {i for t, i in tok.get_vocab().items() if "</" in tok.convert_tokens_to_string([t])}
+        close = {i for i, t in self._token_texts.items() if "</" in t}
         return set(tok.convert_tokens_to_ids(list(COORD_TOKENS))), close
 
     @cached_property
@@ -159,8 +165,7 @@ class FrameLoadingCollator:
         the ids that can follow a lone letter (not starting with a letter or digit)."""
         from .questions import LETTERS
 
-        tok = self.processor.tokenizer
-        text = {i: tok.convert_tokens_to_string([t]) for t, i in tok.get_vocab().items()}
+        tok, text = self.processor.tokenizer, self._token_texts
         stop = {i for i, t in text.items() if "\n" in t}
         stop |= {i for i, t in tok.added_tokens_decoder.items() if t.special}
         after = {i for i, t in text.items() if not t[:1].isalnum()}
@@ -205,19 +210,19 @@ def lookup_trainer(
         lookup_nll,
     )
 
-    heads = {
+    every = {
         "lookup": (LOOKUP_HEAD, weight),
         "copy": (COPY_HEAD, copy_weight),
         "number": (NUMBER_HEAD, number_weight),
         "option": (OPTION_HEAD, option_weight),
     }
-    heads = {k: v for k, v in heads.items() if v[1] > 0}
+    heads = {k: v for k, v in every.items() if v[1] > 0}
 
     class LookupSFTTrainer(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = {
                 k: [inputs.pop(f"{k}_{f}", None) for f in ("rows", "queries", "keys")]
-                for k in ("lookup", "copy", "number", "option")
+                for k in every  # every head's targets leave the inputs, used or not
             }
             layers = {k: lookup_attention(model, head[0]) for k, (head, _) in heads.items()}
             seen: dict = {}
