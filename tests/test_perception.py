@@ -162,9 +162,12 @@ def test_lookup_loss_is_minus_log_the_heads_mass_on_the_named_tokens():
     att = torch.zeros(2, head + 1, 5, 6)
     att[0, head, 3] = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0, 0.0])
     att[1, head, 4] = torch.tensor([0.5, 0.0, 0.0, 0.0, 0.25, 0.25])
-    attentions = [att] * (layer + 1)
-    loss = _lookup_loss(attentions, [[(3, [1, 3], [])], [(4, [0], []), (4, [4, 5], [])]])
+    attentions = [att] * (layer % 2 + 1)
+    loss = _lookup_loss(attentions, [[([3], [1, 3], [])], [([4], [0], []), ([4], [4, 5], [])]])
     assert float(loss) == pytest.approx(-(np.log(0.6) + np.log(0.5) * 2) / 3, rel=1e-5)
+    # every query of an object counts: here (3, [1, 3]) twice and (3, [0]) once
+    loss = _lookup_loss(attentions, [[([3, 3], [1, 3], []), ([3], [0], [])], []])
+    assert float(loss) == pytest.approx(-(np.log(0.6) * 2 + np.log(0.1)) / 3, rel=1e-5)
     assert _lookup_loss(attentions, [[], []]) is None
 
 
@@ -200,10 +203,11 @@ def test_perception_stages_train_their_parts_and_the_preset_reloads(tmp_path):
 
 
 def test_lookup_queries_at_each_named_objects_entry_token(tmp_path):
-    """The lookup's query position holds the map entry of the object it looks up (its name), its
-    keys are image tokens showing that object, and the next labels are the object's x0 and y0."""
+    """The lookup's first query position holds the map entry of the object it looks up (its
+    name), its queries write the object's first coordinates, its keys are image tokens showing
+    that object, and ``xy`` points at the object's x0 and y0."""
     from v2lo_utils.models import load_model
-    from v2lo_utils.perception import _lookup, _sft_rows
+    from v2lo_utils.perception import LOOKUP_COORDS, _lookup, _sft_rows
     from v2lo_utils.presets import COORD_TOKENS, category_tokens, create_preset, entry_tokens
     from v2lo_utils.sft import FrameLoadingCollator
 
@@ -222,8 +226,12 @@ def test_lookup_queries_at_each_named_objects_entry_token(tmp_path):
     for j, (e, row) in enumerate(zip(examples, where, strict=True)):
         ids, labels = batch["input_ids"][j].tolist(), batch["labels"][j].tolist()
         assert len(row) == len(e.names)
-        for i, (q, named, xy) in enumerate(row):
-            assert ids[q] == entry[e.names[i]]
+        for i, (qs, named, xy) in enumerate(row):
+            assert ids[qs[0]] == entry[e.names[i]]
+            # the queries write the object's first LOOKUP_COORDS coordinates, in order
+            assert len(qs) == LOOKUP_COORDS
+            box = [float(v) for v in tok.convert_ids_to_tokens([labels[q + 1] for q in qs])]
+            assert box == pytest.approx(e.map.objects[i].bbox[:LOOKUP_COORDS], abs=1e-6)
             assert named and all(ids[p] == image_id for p in named)
             # keys in the first frame only: its 4 tokens (56 px) are the row's first image tokens
             first = [p for p, t in enumerate(ids) if t == image_id][:4]

@@ -273,18 +273,32 @@ def head_batch(tiny_workspace, head: str, **collator):
 
 
 def test_lookup_mass_is_the_lookup_heads_attention_on_the_first_frames_object(tiny_workspace):
-    from v2lo_utils.perception import LOOKUP_HEAD
-    from v2lo_utils.presets import entry_tokens
+    from v2lo_utils.perception import LOOKUP_COORDS, LOOKUP_HEAD
+    from v2lo_utils.presets import COORD_TOKENS, entry_tokens
 
     loaded, _, batch, target = head_batch(tiny_workspace, "lookup")
     assert len(target[0]) > 0
     tok, image_id = loaded.processor.tokenizer, loaded.model.config.image_token_id
     entries = set(tok.convert_tokens_to_ids(list(entry_tokens())))
+    coords = set(tok.convert_tokens_to_ids(list(COORD_TOKENS)))
+    queries: dict = {}
     for j, q, keys in zip(*target, strict=True):
-        ids = batch["input_ids"][j].tolist()
-        assert ids[q] in entries  # the map entry's opening writes the object's first coordinate
+        ids, labels = batch["input_ids"][j].tolist(), batch["labels"][j].tolist()
+        assert labels[q + 1] in coords  # each query writes one of the entry's coordinates
         first = [p for p, t in enumerate(ids) if t == image_id][:4]
         assert set(keys.nonzero().flatten().tolist()) <= set(first)
+        queries.setdefault(int(j), []).append((int(q), keys.nonzero().flatten().tolist()))
+    for j, found in queries.items():
+        ids, labels = batch["input_ids"][j].tolist(), batch["labels"][j].tolist()
+        k = LOOKUP_COORDS  # per entry: its opening, then the positions writing its next k - 1
+        assert len(found) % k == 0
+        for n in range(0, len(found), k):
+            entry = found[n : n + k]
+            q = entry[0][0]
+            assert ids[q] in entries  # the map entry's opening writes the object's first coordinate
+            after = [p - 1 for p, t in enumerate(labels) if t in coords and p > q + 1][: k - 1]
+            assert [p for p, _ in entry] == [q, *after]
+            assert all(keys == entry[0][1] for _, keys in entry)  # one object for all
     assert_mass_is_eager_attention(loaded.model, batch, target, LOOKUP_HEAD)
 
 

@@ -6,15 +6,15 @@ Two stages, run once when a preset is built (``presets.create_preset``) and cach
    where each of those objects lies on the floor. A throwaway linear head regresses the token's
    labels (:func:`token_labels`) from the tower's output; the renderer knows every pixel's object.
 2. Grounding: the whole model learns to answer "Where is the <name>?" (or "Where are the <a>,
-   the <b> and the <c>?") with the objects' floor boxes in the map format, from single frames of
-   fresh scenes (:func:`grounding_examples`), the vision tower now fixed. This is the preset's
-   counterpart of the 7B's grounding pretraining. Optionally (``Preset.grounding_frames``) from
-   clips of several frames, the boxes in the first frame's map frame, and (``instructed``) with
-   the question after the dataset's instruction.
-   One attention head (``LOOKUP_HEAD``) is also taught where to look: at the position that writes
-   the box, its attention mass on the named object's image tokens is maximised (renderer's
-   per-pixel ids). From the map loss alone it stays at chance (its share of the image tokens)
-   and lateral position is not learned; with it the box is read from the object's tokens.
+   the <b> and the <c>?") with the objects' floor boxes in the map format, from clips of 1 to
+   ``Preset.grounding_frames`` frames of fresh scenes (:func:`grounding_examples`; the boxes in
+   the first frame's map frame, a share of the questions after the dataset's instruction), the
+   vision tower now fixed. This is the preset's counterpart of the 7B's grounding pretraining.
+   One attention head (``LOOKUP_HEAD``, in the last layer) is also taught where to look: at the
+   positions that write the box's first corner (x0, y0), its attention mass on the named object's
+   image tokens in the first frame is maximised (renderer's per-pixel ids). From the map loss
+   alone it stays at chance (its share of the image tokens) and lateral position is not
+   learned; with it the box is read from the object's tokens.
 
 During SFT (``sft.lookup_trainer``) the lookup head can be kept on the first frame's object
 (:func:`lookup_batch`) and a second head (``COPY_HEAD``) taught to attend, at the position that
@@ -56,7 +56,15 @@ N_CAT = len(CATEGORIES)
 N_LABELS = N_CAT + 4 * N_CAT + 2  # coverage | a box per category | token row, column
 TOKEN_PX = 28  # a merged token: 2 x 2 patches of 14 px
 BOX_SCALE = 4.0  # boxes are regressed in units of 4 m
-LOOKUP_HEAD = (0, 0)  # (layer, head) of the language model taught to attend to the named object
+# (layer from the end, head) of the language model taught to attend to the named object. Not
+# the first layer: frame tokens enter it as the vision tower made them, the same whichever frame,
+# and rotary phases cannot tell frames apart at a prompt's length, so a first-layer head reads a
+# 4-frame clip's object from every frame that shows it (README, Latest); by the last layer the
+# first frame's tokens differ (causal: they alone see no other frame)
+LOOKUP_HEAD = (-1, 0)
+# the lookup loss's queries: the positions writing a map entry's first this many coordinates
+# (x0, y0). At x1 and y1 too, the two reads' noise put x_max below x_min in 46 of 421 QVS boxes
+LOOKUP_COORDS = 2
 COPY_HEAD = (-1, 1)  # (layer from the end, head) taught during SFT to copy the question's names
 # (layer from the end, head from the end) taught during SFT to copy the map's numbers; on a
 # preset with two heads per layer (tiny) it is the copy head
@@ -343,11 +351,13 @@ def _eager_attention(model):
 
 
 def _lookup(batch, examples: Sequence[GroundingExample], image_token_id: int, coord_ids: set):
-    """Per row, per named object: the position whose logits give the object's first coordinate
-    (the token before it: the map entry's opening, which holds the name), the positions of the
-    image tokens showing the object, and the positions of its x0 and y0 in the labels. A row
-    whose coordinates are not four single tokens per object (a value off the coordinate tokens),
-    or with an object on no image token, gets none: entry i of a row is always object i."""
+    """Per row, per named object: the positions whose logits give the object's first
+    ``LOOKUP_COORDS`` coordinates (the tokens before them; the first is the map entry's
+    opening, which holds the name), the
+    positions of the image tokens showing the object, and the positions of its x0 and y0 in the
+    labels. A row whose coordinates are not four single tokens per object (a value off the
+    coordinate tokens), or with an object on no image token, gets none: entry i of a row is
+    always object i."""
     out = []
     for j, e in enumerate(examples):
         labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
@@ -357,19 +367,29 @@ def _lookup(batch, examples: Sequence[GroundingExample], image_token_id: int, co
         named = [[image[t] for t in e.named_tokens(i) if t < len(image)] for i in range(n)]
         ok = all(named)
         out.append(
-            [(coords[4 * i] - 1, nm, coords[4 * i : 4 * i + 2]) for i, nm in enumerate(named) if ok]
+            [
+                (
+                    [c - 1 for c in coords[4 * i : 4 * i + LOOKUP_COORDS]],
+                    nm,
+                    coords[4 * i : 4 * i + 2],
+                )
+                for i, nm in enumerate(named)
+                if ok
+            ]
         )
     return out
 
 
 def _lookup_loss(attentions, where) -> torch.Tensor | None:
-    """Mean over named objects of -log(the lookup head's attention mass on the object's tokens
-    at the position writing its first coordinate)."""
+    """Mean over named objects and their queries (:func:`_lookup`) of -log(the lookup head's
+    attention mass on the object's tokens at the position writing the coordinate)."""
     import torch
 
     layer, head = LOOKUP_HEAD
     att = attentions[layer][:, head]
-    masses = [att[j, q, named].sum() for j, row in enumerate(where) for q, named, _ in row]
+    masses = [
+        att[j, q, named].sum() for j, row in enumerate(where) for qs, named, _ in row for q in qs
+    ]
     return lookup_nll(torch.stack(masses)) if masses else None
 
 
@@ -419,13 +439,17 @@ def lookup_batch(
     image_token_id: int,
     entry_ids: set,
     per_frame: int,
+    coord_ids: set,
 ) -> dict:
     """The lookup head's targets in a collated batch: for each map entry of each row whose
     entries (``entry_ids``: the map-entry openings, one token each) are as many as its objects in
     ``tokens`` (:func:`first_frame_tokens`), and whose object the first frame shows: the row,
-    the position writing the entry's first coordinate (the opening), and the positions of the
-    object's image tokens in the first frame (``per_frame`` tokens a frame). Tensors
-    ``lookup_rows`` (N), ``lookup_queries`` (N) and ``lookup_keys`` (N x sequence, bool)."""
+    the positions writing the entry's first ``LOOKUP_COORDS`` coordinates (the opening, then the
+    token before each next coordinate token of ``coord_ids``; fewer where the map is cut short),
+    each with the
+    positions of the object's image tokens in the first frame (``per_frame`` tokens a frame).
+    Tensors ``lookup_rows`` (N), ``lookup_queries`` (N) and ``lookup_keys`` (N x sequence,
+    bool)."""
 
     length = batch["input_ids"].shape[1]
     found: list[tuple[int, int, list[int]]] = []
@@ -434,11 +458,15 @@ def lookup_batch(
         entries = [p for p, t in enumerate(labels) if t in entry_ids]
         if len(entries) != len(objects):
             continue
+        coords = [p for p, t in enumerate(labels) if t in coord_ids]
         image = [p for p, t in enumerate(ids) if t == image_token_id][:per_frame]
-        for q, shown in zip(entries, objects, strict=True):
+        for n, (q, shown) in enumerate(zip(entries, objects, strict=True)):
             where = [image[t] for t in shown if t < len(image)]
-            if where:
-                found.append((j, q, where))
+            if not where:
+                continue
+            end = entries[n + 1] if n + 1 < len(entries) else length
+            later = [c - 1 for c in coords if q + 1 < c < end][: LOOKUP_COORDS - 1]
+            found.extend((j, p, where) for p in (q, *later))
     return head_targets("lookup", length, found)
 
 
@@ -615,8 +643,8 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
             att = out.attentions[LOOKUP_HEAD[0]][:, LOOKUP_HEAD[1]]
             where = _lookup(b, chunk, model.config.image_token_id, is_coord)
             for j, (e, row) in enumerate(zip(chunk, where, strict=True)):
-                for i, (q, named, xy) in enumerate(row):  # entry i is object i
-                    mass.append(float(att[j, q, named].sum()))
+                for i, (qs, named, xy) in enumerate(row):  # entry i is object i
+                    mass.append(float(att[j, qs[0], named].sum()))
                     chance.append(len(named) / len(e.tokens[i]))
                     logits = out.logits[j, [p - 1 for p in xy]][:, coord_ids].float()
                     pred.append((torch.softmax(logits, -1) @ values).tolist())

@@ -34,7 +34,7 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 COORD_TOKENS = tuple(f"{i / 10:.1f}" for i in range(-80, 81))
-PRESET_VERSION = 8  # bump when the preset recipe changes: cached presets are rebuilt
+PRESET_VERSION = 9  # bump when the preset recipe changes: cached presets are rebuilt
 
 
 VISION_TOKENS = (
@@ -81,7 +81,22 @@ PRESETS: dict[str, Preset] = {
     # the smallest that runs: for tests
     "tiny": Preset(32, 1, 2, 1, 64, 32, 1, 1, 400, 56),
     # the CPU demo: ~0.65 M parameters learned more in 12 minutes here than 2.2 M did
-    "small": Preset(128, 2, 4, 2, 256, 64, 2, 2, 600, 112, vision_steps=1000, grounding_steps=2000),
+    "small": Preset(
+        128,
+        2,
+        4,
+        2,
+        256,
+        64,
+        2,
+        2,
+        600,
+        112,
+        vision_steps=1000,
+        grounding_steps=2000,
+        grounding_frames=4,
+        grounding_instructed=0.5,
+    ),
 }
 
 # Qwen2.5-VL-7B's published shape, randomly initialised: the GPU benchmark's model (its memory

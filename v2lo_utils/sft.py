@@ -118,7 +118,8 @@ class FrameLoadingCollator:
             image_id, entry_ids, merge = self._lookup_ids
             per_frame = int(batch["image_grid_thw"][0].prod()) // merge**2
             tokens = [json.loads(ex.get("lookup") or "[]") for ex in examples]
-            batch |= lookup_batch(batch, tokens, image_id, entry_ids, per_frame)
+            coords = self._number_ids[0]
+            batch |= lookup_batch(batch, tokens, image_id, entry_ids, per_frame, coords)
         if self.copy:
             from .perception import copy_batch
 
