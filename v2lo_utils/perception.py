@@ -59,8 +59,8 @@ BOX_SCALE = 4.0  # boxes are regressed in units of 4 m
 # (layer from the end, head) of the language model taught to attend to the named object. Not
 # the first layer: frame tokens enter it as the vision tower made them, the same whichever frame,
 # and rotary phases cannot tell frames apart at a prompt's length, so a first-layer head reads a
-# 4-frame clip's object from every frame that shows it (README, Latest); by the last layer the
-# first frame's tokens differ (causal: they alone see no other frame)
+# 4-frame clip's object from every frame that shows it (README, Perception); in the last layer
+# the first frame's tokens differ (causal attention: they alone see no other frame)
 LOOKUP_HEAD = (-1, 0)
 # the lookup loss's queries: the positions writing a map entry's first this many coordinates
 # (x0, y0). At x1 and y1 too, the two reads' noise put x_max below x_min in 46 of 421 QVS boxes
@@ -352,12 +352,11 @@ def _eager_attention(model):
 
 def _lookup(batch, examples: Sequence[GroundingExample], image_token_id: int, coord_ids: set):
     """Per row, per named object: the positions whose logits give the object's first
-    ``LOOKUP_COORDS`` coordinates (the tokens before them; the first is the map entry's
-    opening, which holds the name), the
-    positions of the image tokens showing the object, and the positions of its x0 and y0 in the
-    labels. A row whose coordinates are not four single tokens per object (a value off the
-    coordinate tokens), or with an object on no image token, gets none: entry i of a row is
-    always object i."""
+    ``LOOKUP_COORDS`` coordinates (the tokens before them; the first is the map entry's opening,
+    which holds the name), the positions of the image tokens showing the object, and the
+    positions of its x0 and y0 in the labels. A row whose coordinates are not four single tokens
+    per object (a value off the coordinate tokens), or with an object on no image token, gets
+    none: entry i of a row is always object i."""
     out = []
     for j, e in enumerate(examples):
         labels, ids = batch["labels"][j].tolist(), batch["input_ids"][j].tolist()
@@ -446,10 +445,9 @@ def lookup_batch(
     ``tokens`` (:func:`first_frame_tokens`), and whose object the first frame shows: the row,
     the positions writing the entry's first ``LOOKUP_COORDS`` coordinates (the opening, then the
     token before each next coordinate token of ``coord_ids``; fewer where the map is cut short),
-    each with the
-    positions of the object's image tokens in the first frame (``per_frame`` tokens a frame).
-    Tensors ``lookup_rows`` (N), ``lookup_queries`` (N) and ``lookup_keys`` (N x sequence,
-    bool)."""
+    each with the positions of the object's image tokens in the first frame (``per_frame``
+    tokens a frame). Tensors ``lookup_rows`` (N), ``lookup_queries`` (N) and ``lookup_keys``
+    (N x sequence, bool)."""
 
     length = batch["input_ids"].shape[1]
     found: list[tuple[int, int, list[int]]] = []
