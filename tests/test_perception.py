@@ -162,7 +162,7 @@ def test_lookup_loss_is_minus_log_the_heads_mass_on_the_named_tokens():
     att = torch.zeros(2, head + 1, 5, 6)
     att[0, head, 3] = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0, 0.0])
     att[1, head, 4] = torch.tensor([0.5, 0.0, 0.0, 0.0, 0.25, 0.25])
-    attentions = [att] * (layer % 2 + 1)
+    attentions = [att] * (abs(layer) + 1)  # enough layers for LOOKUP_HEAD's, from either end
     loss = _lookup_loss(attentions, [[([3], [1, 3], [])], [([4], [0], []), ([4], [4, 5], [])]])
     assert float(loss) == pytest.approx(-(np.log(0.6) + np.log(0.5) * 2) / 3, rel=1e-5)
     # every query of an object counts: here (3, [1, 3]) twice and (3, [0]) once
