@@ -152,6 +152,21 @@ def test_cached_presets_of_another_recipe_are_rebuilt(tmp_path):
     assert json.loads((folder / PRESET_FILE).read_text())["version"] == PRESET_VERSION
 
 
+def test_a_cached_preset_of_another_build_budget_is_rebuilt_only_when_one_is_asked(tmp_path):
+    from v2lo_utils.models import resolve_source
+    from v2lo_utils.presets import PRESET_FILE, preset_budget
+
+    folder = resolve_source("tiny", tmp_path)
+    assert preset_budget(folder) == 0.0
+    (folder / "mark.txt").write_text("this build")
+    assert resolve_source("tiny", tmp_path, preset_seconds=None) == folder  # any cached build
+    assert resolve_source("tiny", tmp_path, preset_seconds=0.0) == folder  # the same budget
+    assert (folder / "mark.txt").exists()
+    assert resolve_source("tiny", tmp_path, preset_seconds=30.0) == folder
+    assert not (folder / "mark.txt").exists()
+    assert json.loads((folder / PRESET_FILE).read_text())["max_seconds"] == 30.0
+
+
 def test_greedy_coordinates_decode_at_the_mean_of_their_distribution(tiny):
     import torch
 

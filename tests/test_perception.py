@@ -185,6 +185,9 @@ def test_perception_stages_train_their_parts_and_the_preset_reloads(tmp_path):
     folder = build_random_model(p, tmp_path / "perceived", "tiny-perception")
     report = json.loads((folder / PERCEPTION_FILE).read_text())
     assert report["vision"]["steps"] == 4 and report["grounding"]["steps"] == 4
+    assert (
+        not report["vision"]["stopped_by_budget"] and not report["grounding"]["stopped_by_budget"]
+    )
     after = report["grounding_after"]
     assert after["n"] > 0 and "x0_r" in after and 0 <= after["lookup_attention"] <= 1
     assert after["multi_frame"]["n"] > 0  # clips of 2-3 frames among the held-out examples
@@ -200,6 +203,31 @@ def test_perception_stages_train_their_parts_and_the_preset_reloads(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before if "visual" in k)
     assert any(not torch.equal(before[k], after[k]) for k in before if "visual" not in k)
     assert all(p.requires_grad for p in loaded.model.parameters())  # unfrozen again
+
+
+def test_a_build_budget_stops_both_perception_stages_and_says_so(tmp_path):
+    import torch
+
+    from v2lo_utils.perception import VISION_SHARE
+    from v2lo_utils.presets import PERCEPTION_FILE, PRESET_FILE, PRESETS, build_random_model
+    from v2lo_utils.report import perception_sentence
+
+    torch.set_num_threads(1)
+    p = replace(PRESETS["tiny"], vision_steps=10_000, grounding_steps=10_000)
+    folder = build_random_model(p, tmp_path / "budget", "tiny-budget", max_seconds=4.0)
+    report = json.loads((folder / PERCEPTION_FILE).read_text())
+    vision, grounding = report["vision"], report["grounding"]
+    for stage in (vision, grounding):
+        assert stage["stopped_by_budget"] and 1 <= stage["steps"] < stage["max_steps"] == 10_000
+    # each stops at its share, within one step's time (a tiny model's step: well under 1 s)
+    assert VISION_SHARE * 4.0 <= vision["seconds"] < VISION_SHARE * 4.0 + 2.0
+    assert vision["seconds"] + grounding["seconds"] < 4.0 + 3.0
+    assert report["max_seconds"] == 4.0
+    assert json.loads((folder / PRESET_FILE).read_text())["max_seconds"] == 4.0
+    text = perception_sentence(report)  # the report says where the budget ended each stage
+    assert "built under a 4 s training budget" in text
+    assert f"vision tower, {vision['steps']} steps of 10000 (stopped by the budget)" in text
+    assert f"grounding, {grounding['steps']} steps of 10000 (stopped by the budget)" in text
 
 
 def test_lookup_queries_at_each_named_objects_entry_token(tmp_path):

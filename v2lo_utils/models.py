@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelFolderError
-from .presets import PRESET_VERSION, PRESETS, create_preset, make_processor, preset_version
+from .presets import (
+    PRESET_VERSION,
+    PRESETS,
+    create_preset,
+    make_processor,
+    preset_budget,
+    preset_version,
+)
 
 
 def adapter_base(path: str | Path) -> str | None:
@@ -91,14 +98,19 @@ def model_fingerprint(folder: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_source(source: str | Path, cache: str | Path = "outputs/models") -> Path:
+def resolve_source(
+    source: str | Path, cache: str | Path = "outputs/models", preset_seconds: float | None = None
+) -> Path:
     """A preset name ('tiny', 'small') becomes its folder under ``cache`` (built once); anything
-    else must be a local model folder."""
+    else must be a local model folder. ``preset_seconds``: the wall-clock budget of a preset's
+    perception stages (0: none); a cached preset built under another budget is rebuilt. None:
+    any cached build of this recipe version (a fresh build has no budget)."""
     if str(source) in PRESETS:
         folder = Path(cache) / str(source)
-        if preset_version(folder) != PRESET_VERSION:
+        stale = preset_version(folder) != PRESET_VERSION
+        if stale or (preset_seconds is not None and preset_budget(folder) != preset_seconds):
             shutil.rmtree(folder, ignore_errors=True)
-            create_preset(str(source), folder)
+            create_preset(str(source), folder, max_seconds=preset_seconds or 0.0)
         return folder
     return check_model_folder(source)
 
@@ -166,9 +178,13 @@ class Loaded:
 
 
 def load_model(
-    source: str | Path, backend: str = "auto", cache: str | Path = "outputs/models"
+    source: str | Path,
+    backend: str = "auto",
+    cache: str | Path = "outputs/models",
+    preset_seconds: float | None = None,
 ) -> Loaded:
-    """Load a Qwen2.5-VL from a local folder or a preset name, on the GPU when there is one.
+    """Load a Qwen2.5-VL from a local folder or a preset name, on the GPU when there is one
+    (``preset_seconds``: a preset's build budget, :func:`resolve_source`).
 
     A LoRA adapter folder (adapter_config.json) loads its base model and applies the adapter.
     """
@@ -179,7 +195,7 @@ def load_model(
         loaded.model = PeftModel.from_pretrained(loaded.model, str(source))
         loaded.path = Path(source)
         return loaded
-    path = resolve_source(source, cache)
+    path = resolve_source(source, cache, preset_seconds)
     chosen = pick_backend(backend)
     settings = device_settings()
     if chosen == "unsloth":

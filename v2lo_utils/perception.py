@@ -65,6 +65,9 @@ LOOKUP_HEAD = (-1, 0)
 # the lookup loss's queries: the positions writing a map entry's first this many coordinates
 # (x0, y0). At x1 and y1 too, the two reads' noise put x_max below x_min in 46 of 421 QVS boxes
 LOOKUP_COORDS = 2
+# under a build budget (perceive's max_seconds), the vision stage's most share of it: ~49 of the
+# small preset's ~300 s unbudgeted build here
+VISION_SHARE = 0.2
 COPY_HEAD = (-1, 1)  # (layer from the end, head) taught during SFT to copy the question's names
 # (layer from the end, head from the end) taught during SFT to copy the map's numbers; on a
 # preset with two heads per layer (tiny) it is the copy head
@@ -262,10 +265,13 @@ def pretrain_vision(
     batch: int = 16,
     lr: float = 1e-3,
     seed: int = 0,
+    max_seconds: float = 0.0,
 ) -> dict:
     """Stage 1: train the vision tower (and a throwaway linear head) to regress each token's
-    labels; returns held-out metrics: Pearson r of the first box corner (x0 lateral, y0 depth)
-    per token where a box is labelled, and of the frame-mean per category slot."""
+    labels, for ``steps`` steps or until ``max_seconds`` of wall-clock time have passed (0: no
+    budget); returns the steps reached and held-out metrics: Pearson r of the first box corner
+    (x0 lateral, y0 depth) per token where a box is labelled, and of the frame-mean per category
+    slot."""
     import torch
 
     torch.manual_seed(seed)
@@ -280,16 +286,17 @@ def pretrain_vision(
         target = torch.from_numpy(np.concatenate([x[1] for x in items]))
         return 10 * (((pred - target) ** 2) * weight).mean(), pred, target
 
-    t0 = time.perf_counter()
+    t0, done = time.perf_counter(), 0
     model.train()
     with adaptive_threads() as chooser:
-        for _ in range(steps):
+        while done < steps and not _spent(t0, max_seconds):
             with timed(chooser):
                 idx = torch.randint(0, len(train), (batch,), generator=gen).tolist()
                 loss, _, _ = loss_on([train[i] for i in idx])
                 loss.backward()
                 opt.step()
                 opt.zero_grad()
+            done += 1
     model.eval()
     with torch.no_grad():
         val_loss, pred, target = loss_on(val)
@@ -299,7 +306,9 @@ def pretrain_vision(
     pooled_has = has.any(1)
     pooled_p, pooled_t = pb.mean(1)[pooled_has], tb.mean(1)[pooled_has]
     return {
-        "steps": steps,
+        "steps": done,
+        "max_steps": steps,
+        "stopped_by_budget": done < steps,
         "seconds": round(time.perf_counter() - t0, 1),
         "val_loss": float(val_loss),
         "token_x0_r": _r(pb[has][:, 0], tb[has][:, 0]),
@@ -308,6 +317,12 @@ def pretrain_vision(
         "val_frames": len(val),
         "threads": chooser.summary() if chooser else None,
     }
+
+
+def _spent(t0: float, max_seconds: float) -> bool:
+    """Whether ``max_seconds`` of wall-clock time have passed since ``t0`` (perf_counter);
+    never with 0 (no budget)."""
+    return max_seconds > 0 and time.perf_counter() - t0 >= max_seconds
 
 
 def _sft_rows(examples: Sequence[GroundingExample]) -> list[dict]:
@@ -682,10 +697,12 @@ def train_grounding(
     warmup: int = 50,
     seed: int = 0,
     lookup_weight: float = 1.0,
+    max_seconds: float = 0.0,
 ) -> dict:
     """Stage 2: the language model (and merger) learns to write a named object's box, the vision
     tower fixed; a plain loop over :class:`~v2lo_utils.sft.FrameLoadingCollator` batches (loss
-    on the answer only) plus ``lookup_weight`` x the lookup head's loss (:func:`_lookup_loss`)."""
+    on the answer only) plus ``lookup_weight`` x the lookup head's loss (:func:`_lookup_loss`),
+    for ``steps`` steps or until ``max_seconds`` of wall-clock time have passed (0: no budget)."""
     import torch
 
     from .presets import COORD_TOKENS
@@ -704,7 +721,7 @@ def train_grounding(
     t0, losses, lookups = time.perf_counter(), [], []
     model.train()
     with _eager_attention(model), adaptive_threads() as chooser:
-        for _ in range(steps):
+        while len(losses) < steps and not _spent(t0, max_seconds):
             chunk = gen.sample(train, min(batch, len(train)))
             b = collate(_sft_rows(chunk))
             with timed(chooser):
@@ -727,7 +744,9 @@ def train_grounding(
     model.eval()
     tail = losses[-50:] or [float("nan")]
     return {
-        "steps": steps,
+        "steps": len(losses),
+        "max_steps": steps,
+        "stopped_by_budget": len(losses) < steps,
         "seconds": round(time.perf_counter() - t0, 1),
         "final_loss": sum(tail) / len(tail),
         "lookup_weight": lookup_weight,
@@ -745,19 +764,30 @@ def perceive(
     seed: int = 0,
     grounding_frames: int = 1,
     grounding_instructed: float = 0.0,
+    max_seconds: float = 0.0,
 ):
     """Both stages on a freshly built preset (in place), grounding on clips of 1 to
     ``grounding_frames`` frames; returns the metrics for ``perception.json``: held-out vision
-    and grounding figures, grounding before and after."""
+    and grounding figures, grounding before and after, the steps each stage reached.
+
+    ``max_seconds`` (0: none): the wall-clock budget of the two stages' training together;
+    the vision stage may take ``VISION_SHARE`` of it, grounding the rest, each stopping early
+    where its steps take longer (a slow machine builds a less trained preset, in bounded time)."""
     import torch
 
-    out: dict = {"seed": seed, "image_size": size}
+    out: dict = {"seed": seed, "image_size": size, "max_seconds": max_seconds}
     t0 = time.perf_counter()
     if vision_steps:
         train = vision_examples(max(8, vision_steps // 2), seed + 1, size)
         val = vision_examples(40, seed + 2, size, per_scene=1)
         out["vision"] = pretrain_vision(
-            model, processor.image_processor, train, val, vision_steps, seed=seed
+            model,
+            processor.image_processor,
+            train,
+            val,
+            vision_steps,
+            seed=seed,
+            max_seconds=VISION_SHARE * max_seconds,
         )
     if grounding_steps:
         mix = {"max_frames": grounding_frames, "instructed": grounding_instructed}
@@ -765,7 +795,11 @@ def perceive(
         val = grounding_examples(60, seed + 4, size, **mix)
         out["grounding_before"] = grounding_probe(model, processor, val)
         torch.manual_seed(seed)
-        out["grounding"] = train_grounding(model, processor, train, grounding_steps, seed=seed)
+        spent = (out.get("vision") or {}).get("seconds", 0.0)
+        left = max(1.0, max_seconds - spent) if max_seconds else 0.0
+        out["grounding"] = train_grounding(
+            model, processor, train, grounding_steps, seed=seed, max_seconds=left
+        )
         out["grounding_after"] = grounding_probe(model, processor, val)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out

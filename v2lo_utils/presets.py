@@ -256,11 +256,12 @@ def coordinate_features(values, dim: int, seed: int = 0, periods=(32.0, 16.0, 8.
     return feats @ basis.T * (0.02 * dim**0.5 / len(periods) ** 0.5)
 
 
-def create_preset(name: str, out: str | Path, seed: int = 0) -> Path:
-    """Build the preset ``name`` into folder ``out`` (model, tokenizer, processor) and return it."""
+def create_preset(name: str, out: str | Path, seed: int = 0, max_seconds: float = 0.0) -> Path:
+    """Build the preset ``name`` into folder ``out`` (model, tokenizer, processor) and return it;
+    ``max_seconds`` (0: none): the wall-clock budget of its perception stages' training."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return build_random_model(PRESETS[name], out, name, seed)
+    return build_random_model(PRESETS[name], out, name, seed, max_seconds=max_seconds)
 
 
 def random_model_config(p: Preset, tokenizer):
@@ -307,11 +308,19 @@ def random_model_config(p: Preset, tokenizer):
 
 
 def build_random_model(
-    p: Preset, out: str | Path, name: str, seed: int = 0, device: str = "cpu", dtype=None
+    p: Preset,
+    out: str | Path,
+    name: str,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype=None,
+    max_seconds: float = 0.0,
 ) -> Path:
     """A randomly initialised Qwen2.5-VL of shape ``p`` with the project's tokenizer and
     processor, saved into folder ``out`` (safetensors). ``device``/``dtype``: where and in what
-    precision the weights are initialised (a 7B shape is built on the GPU in bf16)."""
+    precision the weights are initialised (a 7B shape is built on the GPU in bf16).
+    ``max_seconds``: the perception stages' wall-clock budget (0: none; recorded in the folder's
+    preset file)."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -351,6 +360,7 @@ def build_random_model(
             seed,
             grounding_frames=p.grounding_frames,
             grounding_instructed=p.grounding_instructed,
+            max_seconds=max_seconds,
         )
     out = Path(out)
     # build beside the target and rename: concurrent builders (DDP ranks) cannot half-write it
@@ -362,11 +372,21 @@ def build_random_model(
     if perception is not None:
         (tmp / PERCEPTION_FILE).write_text(json.dumps(perception, indent=2))
     (tmp / PRESET_FILE).write_text(
-        json.dumps({"preset": name, "version": PRESET_VERSION, "seed": seed, **asdict(p)}, indent=2)
+        json.dumps(
+            {
+                "preset": name,
+                "version": PRESET_VERSION,
+                "seed": seed,
+                "max_seconds": max_seconds,
+                **asdict(p),
+            },
+            indent=2,
+        )
     )
     try:
         os.rename(tmp, out)
-    except OSError:  # another process finished first; its folder is identical
+    except OSError:  # another process finished first: its folder serves (the same recipe;
+        # under a build budget, steps may differ)
         shutil.rmtree(tmp, ignore_errors=True)
         if not (out / PRESET_FILE).exists():
             raise
@@ -401,7 +421,16 @@ def perception_metrics(folder: str | Path) -> dict | None:
 
 def preset_version(folder: Path) -> int | None:
     """The recipe version of a cached preset folder; None when there is none."""
+    return _preset_file(folder).get("version")
+
+
+def preset_budget(folder: Path) -> float:
+    """The perception stages' wall-clock budget a cached preset was built under (s; 0: none)."""
+    return float(_preset_file(folder).get("max_seconds") or 0.0)
+
+
+def _preset_file(folder: Path) -> dict:
     try:
-        return json.loads((folder / PRESET_FILE).read_text()).get("version")
+        return json.loads((folder / PRESET_FILE).read_text())
     except (OSError, json.JSONDecodeError):
-        return None
+        return {}

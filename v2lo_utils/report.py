@@ -195,15 +195,19 @@ def perception_sentence(p: dict) -> str:
         p.get("grounding_before") or {},
         p.get("grounding_after") or {},
     )
-    text = "The preset's perception stages (held-out):"
+    text = "The preset's perception stages (held-out"
+    if p.get("max_seconds"):
+        text += f"; built under a {p['max_seconds']:g} s training budget"
+    text += "):"
     if v:
         text += (
-            f" vision tower, {v['steps']} steps: token box x0 r {_fmt(v.get('token_x0_r'))},"
+            f" vision tower, {_steps(v)}: token box x0 r {_fmt(v.get('token_x0_r'))},"
             f" y0 r {_fmt(v.get('token_y0_r'))};"
         )
     if g:
         text += (
-            f" grounding ({g['n']} named objects): first corner x0 r {_fmt(g0.get('x0_r'))} ->"
+            f" grounding, {_steps(p.get('grounding') or {})}"
+            f" ({g['n']} named objects): first corner x0 r {_fmt(g0.get('x0_r'))} ->"
             f" {_fmt(g.get('x0_r'))}, y0 r {_fmt(g0.get('y0_r'))} -> {_fmt(g.get('y0_r'))},"
             f" error {_fmt(g.get('corner_error_m'))} m against {_fmt(g.get('prior_error_m'))} m"
             " at the mean corner."
@@ -215,6 +219,14 @@ def perception_sentence(p: dict) -> str:
             f" attention on the object's tokens in the first frame {_fmt(mf.get('lookup_attention'))}"
             f" (uniform {_fmt(mf.get('lookup_uniform'))})."
         )
+    return text
+
+
+def _steps(stage: dict) -> str:
+    """'N steps', with 'of M (stopped by the budget)' where the build budget ended the stage."""
+    text = f"{stage.get('steps', '?')} steps"
+    if stage.get("stopped_by_budget"):
+        text += f" of {stage.get('max_steps')} (stopped by the budget)"
     return text
 
 
