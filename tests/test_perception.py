@@ -219,9 +219,9 @@ def test_a_build_budget_stops_both_perception_stages_and_says_so(tmp_path):
     vision, grounding = report["vision"], report["grounding"]
     for stage in (vision, grounding):
         assert stage["stopped_by_budget"] and 1 <= stage["steps"] < stage["max_steps"] == 10_000
-    # each stops at its share, within one step's time (a tiny model's step: well under 1 s)
-    assert VISION_SHARE * 4.0 <= vision["seconds"] < VISION_SHARE * 4.0 + 2.0
-    assert vision["seconds"] + grounding["seconds"] < 4.0 + 3.0
+    # each stops at its share (10,000 steps would take minutes); the slack is for a loaded machine
+    assert VISION_SHARE * 4.0 <= vision["seconds"] < VISION_SHARE * 4.0 + 10.0
+    assert vision["seconds"] + grounding["seconds"] < 4.0 + 20.0
     assert report["max_seconds"] == 4.0
     assert json.loads((folder / PRESET_FILE).read_text())["max_seconds"] == 4.0
     text = perception_sentence(report)  # the report says where the budget ended each stage
