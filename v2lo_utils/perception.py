@@ -47,6 +47,7 @@ from .prompting import INSTRUCTION
 from .renderer import Renderer
 from .simulator import make_scene, sample_indices
 from .threads import adaptive_threads, timed
+from .training import budget_spent
 
 if TYPE_CHECKING:
     import torch
@@ -289,7 +290,7 @@ def pretrain_vision(
     t0, done = time.perf_counter(), 0
     model.train()
     with adaptive_threads() as chooser:
-        while done < steps and not _spent(t0, max_seconds):
+        while done < steps and not budget_spent(t0, max_seconds):
             with timed(chooser):
                 idx = torch.randint(0, len(train), (batch,), generator=gen).tolist()
                 loss, _, _ = loss_on([train[i] for i in idx])
@@ -317,12 +318,6 @@ def pretrain_vision(
         "val_frames": len(val),
         "threads": chooser.summary() if chooser else None,
     }
-
-
-def _spent(t0: float, max_seconds: float) -> bool:
-    """Whether ``max_seconds`` of wall-clock time have passed since ``t0`` (perf_counter);
-    never with 0 (no budget)."""
-    return max_seconds > 0 and time.perf_counter() - t0 >= max_seconds
 
 
 def _sft_rows(examples: Sequence[GroundingExample]) -> list[dict]:
@@ -721,7 +716,7 @@ def train_grounding(
     t0, losses, lookups = time.perf_counter(), [], []
     model.train()
     with _eager_attention(model), adaptive_threads() as chooser:
-        while len(losses) < steps and not _spent(t0, max_seconds):
+        while len(losses) < steps and not budget_spent(t0, max_seconds):
             chunk = gen.sample(train, min(batch, len(train)))
             b = collate(_sft_rows(chunk))
             with timed(chooser):

@@ -131,6 +131,12 @@ def freeze_vision_tower(model) -> int:
     return n
 
 
+def budget_spent(start: float, seconds: float) -> bool:
+    """Whether ``seconds`` of wall-clock time have passed since ``start`` (``time.perf_counter``);
+    never with a budget of 0 (none)."""
+    return bool(seconds) and time.perf_counter() - start >= seconds
+
+
 def time_budget(seconds: float):
     """A trainer callback that ends training (saving a checkpoint) once ``seconds`` of wall-clock
     time have passed since training, or its resumption, began; its ``stopped`` says whether it
@@ -145,7 +151,7 @@ def time_budget(seconds: float):
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.seconds and time.perf_counter() - self.start >= self.seconds:
+            if budget_spent(self.start, self.seconds):
                 control.should_training_stop = control.should_save = self.stopped = True
 
     return TimeBudget()
