@@ -1,6 +1,7 @@
 """QVS-Bench scoring, model-free diagnostics, the score command, resumable evaluation."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -130,6 +131,62 @@ def test_consistency_and_axis_correlations_on_known_maps(qvs):
     flipped = map_controls(recs_flipped)
     assert flipped["r_x"] < -0.9 and flipped["r_y"] > 0.99
     assert score_row(rows[0], "no map")["consistency"] is None
+
+
+def test_map_by_view_splits_objects_by_whether_the_first_frame_shows_them(qvs):
+    from v2lo_utils.benchmark import map_by_view
+    from v2lo_utils.cogmap import CogMap, ObjectBox, format_response
+
+    rows = [r for r in read_jsonl(qvs / "qvs_bench.jsonl") if r["task"] != "object_count"]
+    recs, later_rows = [], 0
+    for r in rows:
+        truth = CogMap.from_json(r["map"]).rounded()
+        # objects the first frame shows exact, the others 2 m to the right
+        moved = CogMap(
+            tuple(
+                o
+                if seen[0] > 0
+                else ObjectBox(o.name, (o.bbox[0] + 2, o.bbox[1], o.bbox[2] + 2, o.bbox[3]))
+                for o, seen in zip(truth.objects, r["visibility"], strict=True)
+            )
+        )
+        rec = score_row(r, format_response(moved, "t", "A"))
+        centers = [o.center for o in CogMap.from_json(r["map"]).objects]
+        for pair, first in zip(rec["map_pairs"], rec["map_first_frame"], strict=True):
+            j = min(range(len(centers)), key=lambda k: math.dist(centers[k], pair[2:]))
+            assert first == (r["visibility"][j][0] > 0)
+        later_rows += not all(rec["map_first_frame"])
+        recs.append(rec)
+    assert later_rows  # the fixture has objects only later frames show
+    view = map_by_view(recs)
+    assert view["all"]["first_frame"]["center_error_m"] == pytest.approx(0.0, abs=0.06)
+    assert view["all"]["later_frames"]["center_error_m"] == pytest.approx(2.0, abs=0.06)
+    n = view["all"]["first_frame"]["n_objects"] + view["all"]["later_frames"]["n_objects"]
+    assert n == sum(len(r["map_pairs"]) for r in recs)
+    one = [r for r in recs if r["num_frames"] == 1]
+    assert one and all(all(r["map_first_frame"]) for r in one)  # one frame: it shows them all
+    assert map_by_view([{k: v for k, v in r.items() if k != "map_first_frame"} for r in recs]) == {}
+
+
+def test_view_sentence_gives_both_kinds_beside_the_question_only_baseline():
+    from v2lo_utils.report import control_verdicts, view_sentence
+
+    def kind(err, n):
+        return {"center_error_m": err, "n_objects": n, "r_x": 0.9, "r_y": 0.7}
+
+    model = {"map_by_view": {"1-4": {"first_frame": kind(1.0, 50), "later_frames": kind(2.9, 40)}}}
+    qonly = {"map_by_view": {"1-4": {"first_frame": kind(2.3, 50), "later_frames": kind(2.7, 40)}}}
+    text = view_sentence("m", "1-4", model, qonly)
+    assert text == (
+        "m, 1-4 frames, center error of the objects shown by the first frame 1.00 m (r_x 0.90, "
+        "r_y 0.70; 50 objects; question-only 2.30 m); only by later frames 2.90 m (r_x 0.90, "
+        "r_y 0.70; 40 objects; question-only 2.70 m)."
+    )
+    assert view_sentence("m", "8-16", model, qonly) is None
+    group = {"center_error_m": 1.5, "n_objects": 90, "r_x": 0.7, "r_y": 0.6}
+    summary = {**model, "map_by_group": {"1-4": group}, "controls": {"swapped": {"1-4": group}}}
+    lines = control_verdicts("m", summary, qonly)
+    assert lines[1] == text  # right after its group's verdict
 
 
 def test_think_follows_is_the_share_of_letters_that_are_the_thinks_named_option(qvs):

@@ -125,6 +125,32 @@ def test_multi_frame_grounding_reads_the_first_frame_in_its_map_frame():
     assert counts == {1, 2, 3, 4}
 
 
+def test_revealed_grounding_asks_for_objects_only_a_later_frame_shows():
+    plain = grounding_examples(8, seed=5, size=112, max_frames=4)
+    assert not any(e.revealed for e in plain)
+    examples = grounding_examples(8, seed=5, size=112, max_frames=4, revealed=1.0)
+    revealed = [e for e in examples if e.revealed]
+    assert revealed and len(revealed) < len(examples)
+    renderer = Renderer(112, 112)
+    for s in range(8):
+        scene = make_scene(f"grounding5-{s:05d}", 5)
+        clip = scene.clips[0]
+        first = renderer.render(scene, clip.poses[0], dense=True)
+        truth = scene.gt_map(clip)
+        for e in (e for e in revealed if (e.images[0] == first.image).all()):
+            (obj,) = e.map.objects  # named alone
+            j = next(j for j, o in enumerate(truth.objects) if o.name == obj.name)
+            picks = sample_indices(len(clip.poses), len(e.images))
+            rest = [renderer.render(scene, clip.poses[i], dense=True) for i in picks[1:]]
+            assert first.visible_pixels[j] == 0 and max(f.visible_pixels[j] for f in rest) >= 8
+            assert truth.count(obj.name) == 1
+            assert np.allclose(obj.bbox, truth.objects[j].bbox, atol=0.051)  # first frame's map
+            shares = np.array(e.tokens[0])
+            later = np.concatenate([token_shares(f.ids, j) for f in rest])
+            assert not shares[:16].any() and np.allclose(shares[16:], later)
+            assert e.named_tokens(0) and all(t >= 16 for t in e.named_tokens(0))
+
+
 def test_instructed_grounding_asks_after_the_datasets_instruction():
     from v2lo_utils.prompting import INSTRUCTION
 
@@ -151,6 +177,8 @@ def test_named_tokens_fall_back_to_the_best_token():
     e = GroundingExample((image,), None, ((0.0, 0.01, 0.03, 0.0), (0.2, 0.0, 0.5, 0.06)))
     assert e.named_tokens(0) == [2]  # none reaches 5%: the one it covers most
     assert e.named_tokens(1) == [0, 2, 3]
+    nowhere = GroundingExample(e.images, e.map, ((0.0, 0.0, 0.0, 0.0),) * 2)
+    assert nowhere.named_tokens(0) == []  # on no token: no target rather than token 0
 
 
 def test_lookup_loss_is_minus_log_the_heads_mass_on_the_named_tokens():

@@ -45,7 +45,9 @@ def score_row(row: dict, completion: str) -> dict:
     parses or it lacks an object the question names); and ``map_answer``: that answer of the map
     scored against the truth, what the map alone is worth (0 when no map parses or it lacks an
     object the question names); for a lettered row, ``think_option``: the letter of the option
-    its think names (:func:`~v2lo_utils.scoring.named_option`; None when it names none)."""
+    its think names (:func:`~v2lo_utils.scoring.named_option`; None when it names none); and,
+    when the row records its objects' visibility, ``map_first_frame``: per matched pair, whether
+    the first sampled frame shows the object (any pixel) or only later frames do."""
     kind = row_kind(row)
     got = extract_answer(kind, completion)
     score = answer_score(kind, got, row["answer"])
@@ -73,6 +75,9 @@ def score_row(row: dict, completion: str) -> dict:
             rec["map_pairs"] = [
                 [*pred.objects[i].center, *truth.objects[j].center] for i, j in match.pairs
             ]
+            seen = row.get("visibility")
+            if seen is not None and len(seen) == len(truth.objects):
+                rec["map_first_frame"] = [bool(seen[j] and seen[j][0] > 0) for _, j in match.pairs]
             own = solve(row["task"], row["params"], pred) if "params" in row else None
             rec["consistency"] = None if own is None else answer_score(kind, got, own)
             if "params" in row:
@@ -143,6 +148,17 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
 FRAME_GROUPS: dict[str, tuple[int, ...]] = {"1-4": (1, 4), "8-16": (8, 12, 16)}
 
 
+def pair_controls(pairs: Sequence[Sequence[float]]) -> dict:
+    """Over matched objects' centers ([pred x, pred y, true x, true y], m, map frame): their
+    number, the per-axis Pearson r (x lateral, y depth) and the mean center error (m)."""
+    return {
+        "n_objects": len(pairs),
+        "r_x": pearson([p[0] for p in pairs], [p[2] for p in pairs]),
+        "r_y": pearson([p[1] for p in pairs], [p[3] for p in pairs]),
+        "center_error_m": _mean([math.dist(p[:2], p[2:]) for p in pairs]),
+    }
+
+
 def map_controls(records: Sequence[dict]) -> dict:
     """Pooled over the records' matched objects: their number, the per-axis Pearson r of predicted
     against true centers (x lateral, y depth), the mean center error (m); and the mean
@@ -153,10 +169,7 @@ def map_controls(records: Sequence[dict]) -> dict:
     cons = [r["consistency"] for r in records if r.get("consistency") is not None]
     own = [r["map_answer"] for r in records if r.get("map_answer") is not None]
     return {
-        "n_objects": len(pairs),
-        "r_x": pearson([p[0] for p in pairs], [p[2] for p in pairs]),
-        "r_y": pearson([p[1] for p in pairs], [p[3] for p in pairs]),
-        "center_error_m": _mean([math.dist(p[:2], p[2:]) for p in pairs]),
+        **pair_controls(pairs),
         "consistency": _mean(cons),
         "consistency_defined": len(cons) / len(records) if records else 0.0,
         "map_answer": _mean(own),
@@ -171,6 +184,34 @@ def map_by_group(records: Sequence[dict]) -> dict[str, dict]:
     }
     out["all"] = map_controls(records)
     return out
+
+
+def map_by_view(records: Sequence[dict]) -> dict[str, dict]:
+    """:func:`pair_controls` per frame-count group (and over all) for the objects the first
+    sampled frame shows (``first_frame``) and those only later frames show (``later_frames``):
+    the map frame is the first camera's, so the second kind needs the camera's motion. Records
+    without ``map_first_frame`` are left out; {} when none has it."""
+    seen = [r for r in records if r.get("map_first_frame") is not None]
+    if not seen:
+        return {}
+    groups = {g: [r for r in seen if r.get("num_frames") in ks] for g, ks in FRAME_GROUPS.items()}
+    groups["all"] = seen
+
+    def pairs(rs: Sequence[dict], first: bool) -> list:
+        return [
+            p
+            for r in rs
+            for p, f in zip(r.get("map_pairs") or [], r["map_first_frame"], strict=True)
+            if f is first
+        ]
+
+    return {
+        g: {
+            "first_frame": pair_controls(pairs(rs, True)),
+            "later_frames": pair_controls(pairs(rs, False)),
+        }
+        for g, rs in groups.items()
+    }
 
 
 def frames_key(record: dict) -> str:
@@ -258,6 +299,7 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
             [r["map_quality"] for r in mapped], [r["score"] for r in mapped]
         ),
         "map_by_group": groups,
+        "map_by_view": map_by_view(mapped),
         "ci95": {
             "overall": bootstrap_ci(scores, n_boot, seed),
             "by_task": {t: bootstrap_ci([r["score"] for r in rs], n_boot, seed) for t, rs in tasks},
@@ -399,6 +441,7 @@ SUMMARY_FIELDS = (
     "map_answer_by_task",
     "map_answer_correlation",
     "map_by_group",
+    "map_by_view",
     "ci95",
     "counts",
 )

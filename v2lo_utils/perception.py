@@ -156,6 +156,7 @@ class GroundingExample:
     map: CogMap
     tokens: tuple[tuple[float, ...], ...] = ()
     instructed: bool = False  # the question after the dataset's instruction, as rows have it
+    revealed: bool = False  # names an object the first frame does not show (a later one does)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -175,7 +176,7 @@ class GroundingExample:
         pixels; the best one when none reaches it)."""
         shares = self.tokens[i] if i < len(self.tokens) else ()
         picked = [t for t, v in enumerate(shares) if v >= min_share]
-        if picked or not shares:
+        if picked or not any(shares):
             return picked
         return [max(range(len(shares)), key=shares.__getitem__)]
 
@@ -197,6 +198,7 @@ def grounding_examples(
     most: int = 3,
     max_frames: int = 1,
     instructed: float = 0.0,
+    revealed: float = 0.0,
 ) -> list[GroundingExample]:
     """For each of ``n_scenes`` fresh scenes, 1 to ``max_frames`` frames of its first clip
     (seeded count, sampled as the dataset samples them: the first frame always), and the
@@ -208,7 +210,11 @@ def grounding_examples(
     each named object into the map, and reading its box from its tokens; several frames, that
     the map's frame is the first frame's, where a later frame may show the object elsewhere.
     A seeded ``instructed`` share of the scenes asks after the dataset's instruction: the
-    questions then stand as far from the frames as the dataset's do."""
+    questions then stand as far from the frames as the dataset's do. With ``revealed`` > 0, a
+    seeded share of the objects that only a later frame shows (none of their pixels in the first,
+    ``min_pixels`` in a later one; unique category) get an example each too, naming that object
+    alone: its box in the first frame's map frame, its token shares those of the later frames
+    (what a 4-frame question's map needs for objects the camera's turn reveals)."""
     renderer = Renderer(size, size)
     rng = random.Random(f"v2lo-grounding-examples:{seed}")
     per_frame = (size // TOKEN_PX) ** 2
@@ -220,7 +226,9 @@ def grounding_examples(
         told = instructed > 0 and rng.random() < instructed
         picks = sample_indices(len(clip.poses), n_frames)
         frame = renderer.render(scene, clip.poses[picks[0]], dense=True)
-        later = [renderer.render(scene, clip.poses[i]).image for i in picks[1:]]
+        dense = revealed > 0 and len(picks) > 1
+        rest = [renderer.render(scene, clip.poses[i], dense=dense) for i in picks[1:]]
+        later = [f.image for f in rest]
         pad = (0.0,) * (per_frame * len(later))
         truth = scene.gt_map(clip)
         shown = [
@@ -236,6 +244,19 @@ def grounding_examples(
                 tuple(float(v) for v in token_shares(frame.ids, j)) + pad for j in picked
             )
             out.append(GroundingExample((frame.image, *later), objects, shares, told))
+        if not dense:
+            continue
+        for k, obj in enumerate(truth.objects):
+            seen = max(f.visible_pixels[k] for f in rest)
+            if frame.visible_pixels[k] or seen < min_pixels or truth.count(obj.name) != 1:
+                continue
+            if rng.random() >= revealed:
+                continue
+            shares = (0.0,) * per_frame + tuple(
+                float(v) for f in rest for v in token_shares(f.ids, k)
+            )
+            objects = CogMap((obj,)).rounded()
+            out.append(GroundingExample((frame.image, *later), objects, (shares,), told, True))
     return out
 
 
@@ -641,7 +662,7 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
     is_coord = set(coord_ids)
     collate = FrameLoadingCollator(processor)
     rows = _sft_rows(examples)
-    pred, true, mass, chance, frames, told = [], [], [], [], [], []
+    pred, true, mass, chance, frames, told, later = [], [], [], [], [], [], []
     model.eval()
     with torch.no_grad(), _eager_attention(model):
         for i in range(0, len(rows), batch):
@@ -659,10 +680,18 @@ def grounding_probe(model, processor, examples: Sequence[GroundingExample], batc
                     true.append(list(e.map.objects[i].bbox[:2]))
                     frames.append(len(e.images))
                     told.append(e.instructed)
+                    later.append(e.revealed)
     figures = [np.array(pred), np.array(true), np.array(mass), np.array(chance)]
     out = _probe_figures(*figures)
-    # the same figures on the examples of several frames, and on those after the instruction
-    for key, m in (("multi_frame", np.array(frames) > 1), ("instructed", np.array(told, bool))):
+    # the same figures on the examples of several frames, after the instruction, and on the
+    # objects the first frame shows and those only a later frame does
+    subsets = {
+        "first_frame": ~np.array(later, bool),
+        "multi_frame": np.array(frames) > 1,
+        "instructed": np.array(told, bool),
+        "revealed": np.array(later, bool),
+    }
+    for key, m in subsets.items():
         if m.any():
             out[key] = _probe_figures(*(f[m] for f in figures))
     return out
@@ -760,9 +789,11 @@ def perceive(
     grounding_frames: int = 1,
     grounding_instructed: float = 0.0,
     max_seconds: float = 0.0,
+    grounding_revealed: float = 0.0,
 ):
     """Both stages on a freshly built preset (in place), grounding on clips of 1 to
-    ``grounding_frames`` frames; returns the metrics for ``perception.json``: held-out vision
+    ``grounding_frames`` frames (and a ``grounding_revealed`` share of the objects only a later
+    frame shows: :func:`grounding_examples`); returns the metrics for ``perception.json``: held-out vision
     and grounding figures, grounding before and after, the steps each stage reached.
 
     ``max_seconds`` (0: none): the wall-clock budget of the two stages' training together;
@@ -785,7 +816,11 @@ def perceive(
             max_seconds=VISION_SHARE * max_seconds,
         )
     if grounding_steps:
-        mix = {"max_frames": grounding_frames, "instructed": grounding_instructed}
+        mix = {
+            "max_frames": grounding_frames,
+            "instructed": grounding_instructed,
+            "revealed": grounding_revealed,
+        }
         train = grounding_examples(max(8, grounding_steps // 2), seed + 3, size, **mix)
         val = grounding_examples(60, seed + 4, size, **mix)
         out["grounding_before"] = grounding_probe(model, processor, val)

@@ -75,6 +75,7 @@ class Preset:
     grounding_steps: int = 0  # perception stage 2: named objects' boxes, the vision tower fixed
     grounding_frames: int = 1  # stage 2's clips have 1 to this many frames (the map: the first's)
     grounding_instructed: float = 0.0  # share of stage 2's questions after the instruction
+    grounding_revealed: float = 0.0  # share of the objects only a later frame shows, asked too
 
 
 PRESETS: dict[str, Preset] = {
@@ -361,6 +362,7 @@ def build_random_model(
             grounding_frames=p.grounding_frames,
             grounding_instructed=p.grounding_instructed,
             max_seconds=max_seconds,
+            grounding_revealed=p.grounding_revealed,
         )
     out = Path(out)
     # build beside the target and rename: concurrent builders (DDP ranks) cannot half-write it

@@ -319,6 +319,32 @@ def _fmt(v: float | None, spec: str = ".2f") -> str:
 MIN_OBJECTS = 30  # matched objects below which the controls' verdict is "too few to tell"
 
 
+def view_sentence(
+    label: str, group: str, summary: dict, question_only: dict | None = None
+) -> str | None:
+    """Where a frame-count group's map error lies: the objects the first frame shows against
+    those only later frames show (placing them needs the camera's motion), each beside the
+    question-only baseline's error on the same kind; None without ``map_by_view``."""
+    view = (summary.get("map_by_view") or {}).get(group) or {}
+    qview = ((question_only or {}).get("map_by_view") or {}).get(group) or {}
+    parts = []
+    for key, words in (
+        ("first_frame", "shown by the first frame"),
+        ("later_frames", "only by later frames"),
+    ):
+        m = view.get(key) or {}
+        if not m.get("n_objects"):
+            continue
+        q_err = (qview.get(key) or {}).get("center_error_m")
+        parts.append(
+            f"{words} {m['center_error_m']:.2f} m (r_x {_fmt(m.get('r_x'))}, r_y "
+            f"{_fmt(m.get('r_y'))}; {m['n_objects']} objects; question-only {_fmt(q_err)} m)"
+        )
+    if not parts:
+        return None
+    return f"{label}, {group} frames, center error of the objects " + "; ".join(parts) + "."
+
+
 def control_verdicts(label: str, summary: dict, question_only: dict | None = None) -> list[str]:
     """Plain sentences from the controls: per frame-count group, whether the model's maps come
     from the frames (its center error below both the same rows with another scene's frames and
@@ -350,6 +376,8 @@ def control_verdicts(label: str, summary: dict, question_only: dict | None = Non
             f"question-only baseline; r_x {_fmt(m.get('r_x'))}, r_y {_fmt(m.get('r_y'))} "
             f"({m.get('n_objects', 0)} objects)."
         )
+        if view := view_sentence(label, g, summary, question_only):
+            out.append(view)
     every = groups.get("all") or {}
     cons, own = every.get("consistency"), every.get("map_answer")
     if cons is not None:
