@@ -18,6 +18,81 @@ def drive(chooser: ThreadChooser, seconds_for, units: int, start: float = 0.0) -
     return used
 
 
+def drive_gated(chooser: ThreadChooser, seconds_for, kernel_for, units: int) -> list[int]:
+    """:func:`drive`, with the kernel check before each unit (``kernel_for(threads)``: the
+    kernel's time on that count), as :func:`~v2lo_utils.threads.next_threads` runs it."""
+    used, t = [], 0.0
+    for _ in range(units):
+        if (pair := chooser.needs_gate()) is not None:
+            n, ref = pair
+            chooser.gate(n, kernel_for(n) / kernel_for(ref), now=t)
+        n = chooser.current()
+        dt = seconds_for(n, t)
+        t += dt
+        chooser.record(dt, now=t)
+        used.append(n)
+    return used
+
+
+def test_the_kernel_check_rules_out_two_threads_beside_a_busy_process_without_a_unit():
+    busy = ThreadChooser((2, 1), recheck_s=5)
+    used = drive_gated(busy, lambda n, t: {2: 74.0, 1: 4.4}[n], {2: 0.064, 1: 0.0048}.get, 60)
+    assert busy.choice == 1 and 2 not in used  # not one 74 s unit on two threads
+    assert busy.log[0]["gated"] and busy.log[0]["seconds_per_unit"]["2"] > 50
+    assert len(busy.log) > 2  # rechecks still happen, each by the kernel alone
+    idle = ThreadChooser((2, 1))
+    used = drive_gated(idle, lambda n, t: {2: 0.40, 1: 0.55}[n], {2: 0.003, 1: 0.0048}.get, 40)
+    assert idle.choice == 2 and used.count(2) > 30 and "gated" not in idle.log[0]
+    # a count already measured in this probe, or none to compare with: no check
+    fresh = ThreadChooser((2, 1), warmup=0, window=1)
+    assert fresh.needs_gate() is None
+    fresh.record(1.0)
+    assert fresh.needs_gate() == (2, 1)
+    fresh.gate(2, 2.0)  # under `abort`: two threads still get their units
+    assert fresh.current() == 2 and fresh.probing
+
+
+def test_next_threads_times_the_kernel_only_when_a_count_is_first_tried(monkeypatch):
+    import torch
+
+    from v2lo_utils import threads
+
+    calls = []
+    two = iter([0.0048, 0.0048, 15.0])  # two threads stall in the third round only
+
+    def fake_kernel(n, **_):
+        calls.append(n)
+        return next(two) if n == 2 else 0.0048
+
+    monkeypatch.setattr(threads, "kernel_seconds", fake_kernel)
+    before = torch.get_num_threads()
+    ch = ThreadChooser((2, 1), warmup=0, window=2)
+    try:
+        for _ in range(4):
+            with timed(ch):
+                pass
+        assert calls == [2, 1] * 3  # three rounds, once: when two threads were first due
+        assert ch.choice == 1 and ch.log[0]["gated"] and torch.get_num_threads() == 1
+        assert ch.summary()["gates"] == [{"unit": 2, "threads": 2, "kernel_ratio": 3125.0}]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_kernel_seconds_runs_on_the_count_and_leaves_the_rng_alone():
+    import torch
+
+    from v2lo_utils.threads import kernel_seconds
+
+    before = torch.get_num_threads()
+    state = torch.random.get_rng_state()
+    try:
+        assert 0 < kernel_seconds(1, size=16, seconds=0.01) < 0.01
+        assert torch.get_num_threads() == 1
+        assert torch.equal(state, torch.random.get_rng_state())
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_idle_keeps_two_threads_and_busy_keeps_one():
     idle = ThreadChooser((2, 1))
     used = drive(idle, lambda n, t: {2: 0.40, 1: 0.55}[n], 40)
@@ -105,7 +180,10 @@ def test_the_report_says_which_threads_a_stage_ran_on():
     train = {"global_step": 500, "train_seconds": 600, "threads": {"choices": choices}}
     text = steps_sentence("SFT", train)
     assert "on 2, then 1 thread(s), chosen by timing" in text
-    assert "1: 0.55, 2: 0.4; 3 probes" in text
+    assert "1: 0.55, 2: 0.4; 3 probes)" in text
+    choices[2]["gated"] = True
+    text = steps_sentence("SFT", {**train, "threads": {"choices": choices}})
+    assert "3 probes, 1 by the kernel check alone)" in text
     assert steps_sentence("SFT", {"global_step": 5, "train_seconds": 1}) == "SFT: 5 steps in 1 s."
 
 

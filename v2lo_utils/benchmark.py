@@ -29,7 +29,7 @@ from .scoring import answer_score, extract_answer, match_maps, named_option
 
 # the version of score_row's record: predictions files store it (``scored_by``), and a stored
 # score is reused only when it matches; bump it when score_row's fields or rules change
-SCORE_VERSION = 3
+SCORE_VERSION = 4  # 4: map_first_frame
 
 
 def row_kind(row: dict) -> str:

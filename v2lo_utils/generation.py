@@ -91,7 +91,7 @@ def decode_step_clock(chooser):
 
     from transformers import LogitsProcessor
 
-    from .threads import use_threads
+    from .threads import next_threads
 
     class DecodeStepClock(LogitsProcessor):
         def __init__(self) -> None:
@@ -99,12 +99,12 @@ def decode_step_clock(chooser):
 
         def start(self) -> None:
             self.last = None
-            use_threads(chooser.current())
+            next_threads(chooser)
 
         def __call__(self, input_ids, scores):
             if self.last is not None:
                 chooser.record(time.perf_counter() - self.last)
-            use_threads(chooser.current())
+            next_threads(chooser)
             self.last = time.perf_counter()
             return scores
 

@@ -793,8 +793,8 @@ def perceive(
 ):
     """Both stages on a freshly built preset (in place), grounding on clips of 1 to
     ``grounding_frames`` frames (and a ``grounding_revealed`` share of the objects only a later
-    frame shows: :func:`grounding_examples`); returns the metrics for ``perception.json``: held-out vision
-    and grounding figures, grounding before and after, the steps each stage reached.
+    frame shows: :func:`grounding_examples`); returns the metrics for ``perception.json``:
+    held-out vision and grounding figures, grounding before and after, the steps each reached.
 
     ``max_seconds`` (0: none): the wall-clock budget of the two stages' training together;
     the vision stage may take ``VISION_SHARE`` of it, grounding the rest, each stopping early

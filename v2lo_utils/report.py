@@ -306,9 +306,11 @@ def threads_phrase(threads: dict | None) -> str:
         if i == 0 or c["threads"] != choices[i - 1]["threads"]
     ]
     rates = ", ".join(f"{n}: {v:.3g}" for n, v in sorted(choices[0]["seconds_per_unit"].items()))
+    gated = sum(bool(c.get("gated")) for c in choices)
+    ruled = f", {gated} by the kernel check alone" if gated else ""
     return (
         f", on {', then '.join(map(str, seq))} thread(s), chosen by timing (first probe, s per"
-        f" step: {rates}; {len(choices)} probes)"
+        f" step: {rates}; {len(choices)} probes{ruled})"
     )
 
 

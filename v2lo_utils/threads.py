@@ -15,9 +15,16 @@ chooses:
    than when it was chosen;
 3. a probe unit ``abort`` times slower than a count already measured in the same probe ends that
    count's measurement at once, so trying two threads beside a busy process costs one slow unit,
-   not a window of them.
+   not a window of them;
+4. before a count's first unit of a probe, small matrix products run on it and on the count
+   already measured, 20 ms each, three times in turn (:func:`kernel_ratio`): ``abort`` times
+   slower per product in any round, and the count is ruled out without a unit
+   (:meth:`ThreadChooser.gate`; every check is in ``gates``). Beside a busy process two
+   threads ran them about 1,700 times slower than one (idle: the same speed), and one slow unit
+   can be most of a stage's budget: a GRPO step on two threads there took 74-82 s of its 75 s.
 
-The chooser is pure (it is told the times); :func:`use_threads` applies a choice to torch. Set
+The chooser is pure (it is told the times); :func:`next_threads` runs the kernel check and
+applies the count to torch (:func:`use_threads`). Set
 ``V2LO_THREADS=fixed`` to keep torch's thread count as started (``OMP_NUM_THREADS``).
 """
 
@@ -45,6 +52,7 @@ class ThreadChooser:
     abort: float = 3.0  # a probe unit this much slower than the chosen rate ends the probe
     choice: int = 0
     log: list[dict] = field(default_factory=list)  # one entry per decision
+    gates: list[dict] = field(default_factory=list)  # one entry per kernel check (:meth:`gate`)
 
     def __post_init__(self) -> None:
         if not self.options or any(n < 1 for n in self.options):
@@ -59,6 +67,7 @@ class ThreadChooser:
         self._interval = self.recheck_s
         self._next_probe = float("inf")
         self._reason = "start"
+        self._gated = False  # the probe ruled a count out by the kernel check
 
     @property
     def probing(self) -> bool:
@@ -67,6 +76,30 @@ class ThreadChooser:
     def current(self) -> int:
         """The thread count for the next unit."""
         return self._pending[0] if self._pending else self.choice
+
+    def needs_gate(self) -> tuple[int, int] | None:
+        """(count, reference): the count about to run its first unit of a probe, and the fastest
+        count measured in that probe already, to time the kernel on (:meth:`gate` can then rule
+        the count out without a unit); None when there is nothing to compare."""
+        if not self._pending or self._times[self._pending[0]]:
+            return None
+        n = self._pending[0]
+        rates = {k: statistics.median(t) for k, t in self._times.items() if t and k != n}
+        return (n, min(rates, key=rates.get)) if rates else None
+
+    def gate(self, n: int, ratio: float, now: float | None = None) -> None:
+        """A fixed kernel took ``ratio`` times as long on ``n`` threads as on the fastest count
+        measured in this probe. Above ``abort``, ``n`` leaves the probe as if its unit had taken
+        that ratio of the other's time (logged as "gated"); otherwise its units are measured."""
+        self.gates.append({"unit": self._seen, "threads": n, "kernel_ratio": round(ratio, 2)})
+        if ratio <= self.abort or not self._pending or self._pending[0] != n:
+            return
+        done = min(statistics.median(t) for k, t in self._times.items() if t and k != n)
+        self._times[n] = [done * ratio]
+        self._pending.pop(0)
+        self._gated = True
+        if not self._pending:
+            self._decide(time.monotonic() if now is None else now)
 
     def record(self, seconds: float, units: float = 1.0, now: float | None = None) -> None:
         """Report that the last unit, run with :meth:`current` threads, took ``seconds``."""
@@ -109,12 +142,19 @@ class ThreadChooser:
                 "why": self._reason,
                 "threads": best,
                 "seconds_per_unit": {str(n): round(r, 4) for n, r in rates.items()},
+                **({"gated": True} if self._gated else {}),
             }
         )
+        self._gated = False
 
     def summary(self) -> dict:
         """The choices made, for a stage's result and the report."""
-        return {"options": list(self.options), "threads": self.choice, "choices": self.log}
+        return {
+            "options": list(self.options),
+            "threads": self.choice,
+            "choices": self.log,
+            "gates": self.gates,
+        }
 
 
 def thread_chooser(device=None, **kwargs) -> ThreadChooser | None:
@@ -136,6 +176,50 @@ def use_threads(n: int) -> None:
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+def kernel_seconds(n: int, size: int = 64, seconds: float = 0.05) -> float:
+    """Seconds per product of two ``size`` x ``size`` float matrices on ``n`` torch threads,
+    over products run for about ``seconds`` (the first product may run over: the time is capped,
+    not the count, so a stalled thread team costs one product, not a fixed count of them); torch's
+    RNG is not touched and its thread count is left at ``n``. Small products, as a small model's
+    steps are made of: idle, one and two threads take about the same time per product (7-9 us);
+    beside a busy process two threads took about 15 ms, 1,600-1,800 times one's (README, Threads)."""
+    import torch
+
+    use_threads(n)
+    a = torch.ones(size, size)
+    count, t0 = 0, time.perf_counter()
+    while True:
+        a @ a
+        count += 1
+        spent = time.perf_counter() - t0
+        if spent >= seconds:
+            return spent / count
+
+
+def kernel_ratio(n: int, ref: int, rounds: int = 3, seconds: float = 0.02) -> float:
+    """The largest, over ``rounds`` alternating timings, of :func:`kernel_seconds` on ``n``
+    threads over that on ``ref``: a stalling thread team shows in some rounds, not all (beside a
+    busy process one 50 ms timing of two threads ran at one thread's speed, the next 1,000 times
+    slower), while idle every round is near its ratio."""
+    worst = 0.0
+    for _ in range(rounds):
+        slow = kernel_seconds(n, seconds=seconds)
+        worst = max(worst, slow / max(kernel_seconds(ref, seconds=seconds), 1e-9))
+    return worst
+
+
+def next_threads(chooser: ThreadChooser | None) -> None:
+    """Before a unit of work: when the chooser is about to try a count for the first time in a
+    probe, time the kernel on it and on the count it would replace, and let the chooser rule it
+    out (:meth:`ThreadChooser.gate`); then run torch on the chooser's count."""
+    if chooser is None:
+        return
+    if (pair := chooser.needs_gate()) is not None:
+        n, ref = pair
+        chooser.gate(n, kernel_ratio(n, ref))
+    use_threads(chooser.current())
 
 
 def restore_threads(chooser: ThreadChooser | None) -> None:
@@ -163,8 +247,7 @@ class timed:
         self.chooser, self.units = chooser, units
 
     def __enter__(self) -> timed:
-        if self.chooser is not None:
-            use_threads(self.chooser.current())
+        next_threads(self.chooser)
         self._t0 = time.perf_counter()
         return self
 

@@ -163,7 +163,7 @@ def thread_governor():
     a GPU, with one thread, or with ``V2LO_THREADS=fixed``); its ``summary()`` is the choices."""
     from transformers import TrainerCallback
 
-    from .threads import thread_chooser, use_threads
+    from .threads import next_threads, thread_chooser
 
     class ThreadGovernor(TrainerCallback):
         def __init__(self) -> None:
@@ -172,7 +172,7 @@ def thread_governor():
 
         def on_step_begin(self, args, state, control, **kwargs):
             if self.chooser is not None:
-                use_threads(self.chooser.current())
+                next_threads(self.chooser)
                 self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
