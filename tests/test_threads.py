@@ -40,15 +40,15 @@ def test_the_kernel_check_rules_out_two_threads_beside_a_busy_process_without_a_
     assert busy.choice == 1 and 2 not in used  # not one 74 s unit on two threads
     assert busy.log[0]["gated"] and busy.log[0]["seconds_per_unit"]["2"] > 50
     assert len(busy.log) > 2  # rechecks still happen, each by the kernel alone
-    idle = ThreadChooser((2, 1))
-    used = drive_gated(idle, lambda n, t: {2: 0.40, 1: 0.55}[n], {2: 0.003, 1: 0.0048}.get, 40)
+    idle = ThreadChooser((2, 1))  # kernel 2.8 times slower on two, as inside a notebook idle
+    used = drive_gated(idle, lambda n, t: {2: 0.40, 1: 0.55}[n], {2: 0.0134, 1: 0.0048}.get, 40)
     assert idle.choice == 2 and used.count(2) > 30 and "gated" not in idle.log[0]
     # a count already measured in this probe, or none to compare with: no check
     fresh = ThreadChooser((2, 1), warmup=0, window=1)
     assert fresh.needs_gate() is None
     fresh.record(1.0)
     assert fresh.needs_gate() == (2, 1)
-    fresh.gate(2, 2.0)  # under `abort`: two threads still get their units
+    fresh.gate(2, 2.8)  # under `gate_ratio` (idle in a training notebook): units decide
     assert fresh.current() == 2 and fresh.probing
 
 
@@ -86,7 +86,7 @@ def test_kernel_seconds_runs_on_the_count_and_leaves_the_rng_alone():
     before = torch.get_num_threads()
     state = torch.random.get_rng_state()
     try:
-        assert 0 < kernel_seconds(1, size=16, seconds=0.01) < 0.01
+        assert 0 < kernel_seconds(1, size=16, seconds=0.01) < 1.0  # s per product, one thread
         assert torch.get_num_threads() == 1
         assert torch.equal(state, torch.random.get_rng_state())
     finally:

@@ -17,11 +17,12 @@ chooses:
    count's measurement at once, so trying two threads beside a busy process costs one slow unit,
    not a window of them;
 4. before a count's first unit of a probe, small matrix products run on it and on the count
-   already measured, 20 ms each, three times in turn (:func:`kernel_ratio`): ``abort`` times
-   slower per product in any round, and the count is ruled out without a unit
-   (:meth:`ThreadChooser.gate`; every check is in ``gates``). Beside a busy process two
-   threads ran them about 1,700 times slower than one (idle: the same speed), and one slow unit
-   can be most of a stage's budget: a GRPO step on two threads there took 74-82 s of its 75 s.
+   already measured, 20 ms each, three times in turn (:func:`kernel_ratio`): ``gate_ratio``
+   times slower per product in any round, and the count is ruled out without a unit
+   (:meth:`ThreadChooser.gate`; every check is in ``gates``). Beside a busy process of another
+   session two threads ran them 1,500-1,800 times slower than one (idle: 1.0-1.3 times alone,
+   2.0-2.8 inside a training notebook), and one slow unit can be most of a stage's budget: a
+   GRPO step on two threads there took 74-95 s of its 75 s.
 
 The chooser is pure (it is told the times); :func:`next_threads` runs the kernel check and
 applies the count to torch (:func:`use_threads`). Set
@@ -50,6 +51,7 @@ class ThreadChooser:
     max_recheck_s: float = 600.0
     slowdown: float = 2.0  # the chosen count this much slower than when chosen: probe again
     abort: float = 3.0  # a probe unit this much slower than the chosen rate ends the probe
+    gate_ratio: float = 10.0  # a kernel this much slower on a count rules it out (:meth:`gate`)
     choice: int = 0
     log: list[dict] = field(default_factory=list)  # one entry per decision
     gates: list[dict] = field(default_factory=list)  # one entry per kernel check (:meth:`gate`)
@@ -89,10 +91,11 @@ class ThreadChooser:
 
     def gate(self, n: int, ratio: float, now: float | None = None) -> None:
         """A fixed kernel took ``ratio`` times as long on ``n`` threads as on the fastest count
-        measured in this probe. Above ``abort``, ``n`` leaves the probe as if its unit had taken
-        that ratio of the other's time (logged as "gated"); otherwise its units are measured."""
+        measured in this probe. Above ``gate_ratio``, ``n`` leaves the probe as if its unit had
+        taken that ratio of the other's time (logged as "gated"); otherwise its units are
+        measured. Every check is appended to ``gates``."""
         self.gates.append({"unit": self._seen, "threads": n, "kernel_ratio": round(ratio, 2)})
-        if ratio <= self.abort or not self._pending or self._pending[0] != n:
+        if ratio <= self.gate_ratio or not self._pending or self._pending[0] != n:
             return
         done = min(statistics.median(t) for k, t in self._times.items() if t and k != n)
         self._times[n] = [done * ratio]
