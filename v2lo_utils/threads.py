@@ -184,10 +184,11 @@ def use_threads(n: int) -> None:
 def kernel_seconds(n: int, size: int = 64, seconds: float = 0.05) -> float:
     """Seconds per product of two ``size`` x ``size`` float matrices on ``n`` torch threads,
     over products run for about ``seconds`` (the first product may run over: the time is capped,
-    not the count, so a stalled thread team costs one product, not a fixed count of them); torch's
-    RNG is not touched and its thread count is left at ``n``. Small products, as a small model's
-    steps are made of: idle, one and two threads take about the same time per product (7-9 us);
-    beside a busy process two threads took about 15 ms, 1,600-1,800 times one's (README, Threads)."""
+    not the count, so a stalled thread team costs one product, not a fixed count of them);
+    torch's RNG is not touched and its thread count is left at ``n``. Small products, as a small
+    model's steps are made of: idle, one and two threads take about the same time per product
+    (7-9 us); beside a busy process of another session two threads took about 15 ms
+    (README, Threads)."""
     import torch
 
     use_threads(n)
