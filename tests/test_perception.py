@@ -61,15 +61,20 @@ def test_token_labels_hold_each_tokens_objects_boxes_from_the_renderer(frame):
     assert checked > 0
 
 
+def grounding_scenes(n: int, seed: int, renderer: Renderer):
+    """The scenes :func:`grounding_examples` draws from (the same ids), each with its first clip,
+    that clip's first frame rendered densely and its ground-truth map."""
+    for s in range(n):
+        scene = make_scene(f"grounding{seed}-{s:05d}", seed)
+        clip = scene.clips[0]
+        yield scene, clip, renderer.render(scene, clip.poses[0], dense=True), scene.gt_map(clip)
+
+
 def test_grounding_examples_name_visible_unique_objects_with_their_map_boxes():
     examples = grounding_examples(6, seed=9, size=112)
     assert examples and {len(e.names) for e in examples} == {1, 2, 3}
     renderer = Renderer(112, 112)
-    for s in range(6):
-        scene = make_scene(f"grounding9-{s:05d}", 9)
-        clip = scene.clips[0]
-        frame = renderer.render(scene, clip.poses[0], dense=True)
-        truth = scene.gt_map(clip)
+    for _, _, frame, truth in grounding_scenes(6, 9, renderer):
         mine = [e for e in examples if (e.images[0] == frame.image).all()]
         assert sorted(e.names[0] for e in mine) == sorted(
             o.name
@@ -103,11 +108,7 @@ def test_multi_frame_grounding_reads_the_first_frame_in_its_map_frame():
     examples = grounding_examples(8, seed=5, size=112, max_frames=4)
     renderer = Renderer(112, 112)
     counts = set()
-    for s in range(8):
-        scene = make_scene(f"grounding5-{s:05d}", 5)
-        clip = scene.clips[0]
-        first = renderer.render(scene, clip.poses[0], dense=True)
-        truth = scene.gt_map(clip)
+    for scene, clip, first, truth in grounding_scenes(8, 5, renderer):
         mine = [e for e in examples if (e.images[0] == first.image).all()]
         for e in mine:
             k = len(e.images)
@@ -132,11 +133,7 @@ def test_revealed_grounding_asks_for_objects_only_a_later_frame_shows():
     revealed = [e for e in examples if e.revealed]
     assert revealed and len(revealed) < len(examples)
     renderer = Renderer(112, 112)
-    for s in range(8):
-        scene = make_scene(f"grounding5-{s:05d}", 5)
-        clip = scene.clips[0]
-        first = renderer.render(scene, clip.poses[0], dense=True)
-        truth = scene.gt_map(clip)
+    for scene, clip, first, truth in grounding_scenes(8, 5, renderer):
         for e in (e for e in revealed if (e.images[0] == first.image).all()):
             (obj,) = e.map.objects  # named alone
             j = next(j for j, o in enumerate(truth.objects) if o.name == obj.name)

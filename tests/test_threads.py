@@ -6,24 +6,15 @@ import pytest
 from v2lo_utils.threads import ThreadChooser, timed
 
 
-def drive(chooser: ThreadChooser, seconds_for, units: int, start: float = 0.0) -> list[int]:
-    """Run ``units`` units; ``seconds_for(threads, t)`` is a unit's time at wall time t."""
+def drive(
+    chooser: ThreadChooser, seconds_for, units: int, start: float = 0.0, kernel_for=None
+) -> list[int]:
+    """Run ``units`` units; ``seconds_for(threads, t)`` is a unit's time at wall time t. With
+    ``kernel_for(threads)`` (the kernel's time on that count), the kernel check runs before each
+    unit, as :func:`~v2lo_utils.threads.next_threads` runs it."""
     used, t = [], start
     for _ in range(units):
-        n = chooser.current()
-        dt = seconds_for(n, t)
-        t += dt
-        chooser.record(dt, now=t)
-        used.append(n)
-    return used
-
-
-def drive_gated(chooser: ThreadChooser, seconds_for, kernel_for, units: int) -> list[int]:
-    """:func:`drive`, with the kernel check before each unit (``kernel_for(threads)``: the
-    kernel's time on that count), as :func:`~v2lo_utils.threads.next_threads` runs it."""
-    used, t = [], 0.0
-    for _ in range(units):
-        if (pair := chooser.needs_gate()) is not None:
+        if kernel_for is not None and (pair := chooser.needs_gate()) is not None:
             n, ref = pair
             chooser.gate(n, kernel_for(n) / kernel_for(ref), now=t)
         n = chooser.current()
@@ -36,12 +27,14 @@ def drive_gated(chooser: ThreadChooser, seconds_for, kernel_for, units: int) -> 
 
 def test_the_kernel_check_rules_out_two_threads_beside_a_busy_process_without_a_unit():
     busy = ThreadChooser((2, 1), recheck_s=5)
-    used = drive_gated(busy, lambda n, t: {2: 74.0, 1: 4.4}[n], {2: 0.064, 1: 0.0048}.get, 60)
+    used = drive(busy, lambda n, t: {2: 74.0, 1: 4.4}[n], 60, kernel_for={2: 0.064, 1: 0.0048}.get)
     assert busy.choice == 1 and 2 not in used  # not one 74 s unit on two threads
     assert busy.log[0]["gated"] and busy.log[0]["seconds_per_unit"]["2"] > 50
     assert len(busy.log) > 2  # rechecks still happen, each by the kernel alone
     idle = ThreadChooser((2, 1))  # kernel 2.8 times slower on two, as inside a notebook idle
-    used = drive_gated(idle, lambda n, t: {2: 0.40, 1: 0.55}[n], {2: 0.0134, 1: 0.0048}.get, 40)
+    used = drive(
+        idle, lambda n, t: {2: 0.40, 1: 0.55}[n], 40, kernel_for={2: 0.0134, 1: 0.0048}.get
+    )
     assert idle.choice == 2 and used.count(2) > 30 and "gated" not in idle.log[0]
     # a count already measured in this probe, or none to compare with: no check
     fresh = ThreadChooser((2, 1), warmup=0, window=1)

@@ -86,7 +86,7 @@ class ThreadChooser:
         if not self._pending or self._times[self._pending[0]]:
             return None
         n = self._pending[0]
-        rates = {k: statistics.median(t) for k, t in self._times.items() if t and k != n}
+        rates = self._medians(without=n)
         return (n, min(rates, key=rates.get)) if rates else None
 
     def gate(self, n: int, ratio: float, now: float | None = None) -> None:
@@ -97,8 +97,7 @@ class ThreadChooser:
         self.gates.append({"unit": self._seen, "threads": n, "kernel_ratio": round(ratio, 2)})
         if ratio <= self.gate_ratio or not self._pending or self._pending[0] != n:
             return
-        done = min(statistics.median(t) for k, t in self._times.items() if t and k != n)
-        self._times[n] = [done * ratio]
+        self._times[n] = [min(self._medians(without=n).values()) * ratio]
         self._pending.pop(0)
         self._gated = True
         if not self._pending:
@@ -114,7 +113,7 @@ class ThreadChooser:
         if self._pending:
             times = self._times[n]
             times.append(per_unit)
-            done = [statistics.median(t) for k, t in self._times.items() if t and k != n]
+            done = self._medians(without=n).values()
             if len(times) >= self.window or (done and per_unit > self.abort * min(done)):
                 self._pending.pop(0)
                 if not self._pending:
@@ -132,8 +131,12 @@ class ThreadChooser:
             self._recent = []
             self._reason = "slower" if slowed else "recheck"
 
+    def _medians(self, without: int | None = None) -> dict[int, float]:
+        """Median seconds per unit of each count measured in this probe (less ``without``)."""
+        return {k: statistics.median(t) for k, t in self._times.items() if t and k != without}
+
     def _decide(self, now: float) -> None:
-        rates = {n: statistics.median(t) for n, t in self._times.items() if t}
+        rates = self._medians()
         best = min(rates, key=rates.get)
         held = bool(self.log) and best == self.choice
         self._interval = min(2 * self._interval, self.max_recheck_s) if held else self.recheck_s
