@@ -266,7 +266,7 @@ def head_batch(tiny_workspace, head: str, **collator):
     batch = FrameLoadingCollator(loaded.processor, **collator)(rows)
     fields = ("rows", "queries", "keys")
     target = [batch.pop(f"{head}_{f}") for f in fields]
-    for name in ("lookup", "copy", "number", "option"):
+    for name in ("lookup", "copy", "number", "option", "frame", "seek"):
         for f in fields:
             batch.pop(f"{name}_{f}", None)
     return loaded, rows, batch, target
@@ -300,6 +300,68 @@ def test_lookup_mass_is_the_lookup_heads_attention_on_the_first_frames_object(ti
             assert [p for p, _ in entry] == [q, *after]
             assert all(keys == entry[0][1] for _, keys in entry)  # one object for all
     assert_mass_is_eager_attention(loaded.model, batch, target, LOOKUP_HEAD)
+
+
+def test_seek_targets_are_each_map_objects_tokens_in_every_frame(tiny_workspace):
+    """The seek head's keys are the image tokens showing the entry's object in any frame of the
+    row: the lookup's first-frame tokens among them, and objects the first frame does not show
+    get targets too, in a later frame's tokens; its queries are the lookup's."""
+    from v2lo_utils.perception import SEEK_HEAD, clip_tokens, first_frame_tokens
+
+    ds = Dataset.load(tiny_workspace / "data")
+    rows = [r for r in ds.rows["train"] if r["map"]]
+    later = 0
+    pairs = zip(rows, clip_tokens(ds, rows), first_frame_tokens(ds, rows), strict=True)
+    for row, every, first in pairs:
+        n = len(row["frame_indices"])
+        for tokens, head, pixels in zip(every, first, row["visibility"], strict=True):
+            assert [t for t in tokens if t < 4] == head  # 56 px: 4 merged tokens a frame
+            assert set(tokens) <= set(range(4 * n))
+            for f in range(n):  # a frame's tokens only where the build counted the object's pixels
+                if any(4 * f <= t < 4 * f + 4 for t in tokens):
+                    assert pixels[f] >= 0.05 * 28 * 28
+            later += bool(tokens) and not head
+    assert later > 0
+    loaded, rows, _, target = head_batch(tiny_workspace, "lookup")
+    chosen = [r for r in ds.rows["train"] if r["map"]][:8]
+    for row, tokens in zip(rows, clip_tokens(ds, chosen), strict=True):
+        row["seek"] = json.dumps(tokens)
+    collated = FrameLoadingCollator(loaded.processor)(rows)
+    seek = [collated.pop(f"seek_{f}") for f in ("rows", "queries", "keys")]
+    image_id = loaded.model.config.image_token_id
+    lookup = set(zip(target[0].tolist(), target[1].tolist(), strict=True))
+    queries = set(zip(seek[0].tolist(), seek[1].tolist(), strict=True))
+    assert lookup <= queries  # and the entries only later frames show
+    for j, _q, keys in zip(*seek, strict=True):
+        ids = collated["input_ids"][j].tolist()
+        image = [p for p, t in enumerate(ids) if t == image_id]
+        assert set(keys.nonzero().flatten().tolist()) <= set(image)
+    for name in ("lookup", "copy", "number", "option", "frame"):
+        for f in ("rows", "queries", "keys"):
+            collated.pop(f"{name}_{f}", None)
+    assert_mass_is_eager_attention(loaded.model, collated, seek, SEEK_HEAD)
+
+
+def test_frame_targets_are_the_earlier_frames_or_the_first_token(tiny_workspace):
+    """The frame head's queries are image tokens of every frame; a first frame's attend to the
+    sequence's first token, a later frame's to all the image tokens before their frame."""
+    from v2lo_utils.perception import FRAME_HEAD, FRAME_QUERIES
+
+    loaded, rows, batch, target = head_batch(tiny_workspace, "frame", frames=True)
+    image_id = loaded.model.config.image_token_id
+    seen: dict = {}
+    for j, q, keys in zip(*target, strict=True):
+        ids = batch["input_ids"][j].tolist()
+        image = [p for p, t in enumerate(ids) if t == image_id]
+        f = image.index(int(q)) // 4  # 56 px: 4 merged tokens a frame
+        expected = image[: 4 * f] if f else [0]
+        assert keys.nonzero().flatten().tolist() == expected
+        seen.setdefault(int(j), []).append(f)
+    for j, row in enumerate(rows):  # every frame of every row, FRAME_QUERIES tokens each
+        n = len(row["images"])
+        assert sorted(seen[j]) == sorted(list(range(n)) * min(FRAME_QUERIES, 4))
+    assert any(len(r["images"]) > 1 for r in rows)
+    assert_mass_is_eager_attention(loaded.model, batch, target, FRAME_HEAD)
 
 
 def test_copy_targets_are_the_questions_words_for_each_map_entry(tiny_workspace):
@@ -384,7 +446,7 @@ def test_option_targets_are_the_text_of_the_option_each_letter_names(tiny_worksp
 
 def test_sft_with_the_head_losses_trains_and_logs_them(tiny_workspace, tmp_path):
     kw = dict(max_steps=3, save_steps=100, max_rows=8, lookup_weight=1.0, copy_weight=0.5)
-    kw |= {"number_weight": 0.25, "option_weight": 0.75}
+    kw |= {"number_weight": 0.25, "option_weight": 0.75, "frame_weight": 0.5, "seek_weight": 2.0}
     p = params(tiny_workspace, tmp_path / "lookup", **kw)
     result = train_sft(p)
     text = steps_sentence("after SFT", result.to_json())
@@ -393,6 +455,8 @@ def test_sft_with_the_head_losses_trains_and_logs_them(tiny_workspace, tmp_path)
         ("copy", 0.5, "copy loss (weight 0.5: -log"),
         ("number", 0.25, "number loss (weight 0.25: -log"),
         ("option", 0.75, "option loss (weight 0.75: -log"),
+        ("frame", 0.5, "frame loss (weight 0.5: -log"),
+        ("seek", 2.0, "seek loss (weight 2: -log"),
     ):
         logged = [h[f"{key}_loss"] for h in result.log_history if f"{key}_loss" in h]
         # every batch has map entries and think coordinates; not every one a lettered answer

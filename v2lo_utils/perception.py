@@ -22,7 +22,13 @@ predicts each map entry, to the question's word for the entry's object (:func:`c
 a third (``NUMBER_HEAD``), at the position that predicts a coordinate in the think, to the
 map's positions holding that coordinate (:func:`number_batch`), and a fourth (``OPTION_HEAD``),
 at the position that predicts an option letter, to the text of that option in the question
-(:func:`option_batch`).
+(:func:`option_batch`). Two more serve the objects only a later frame shows, whose box the
+first frame's lookup cannot read: a first-layer head (``FRAME_HEAD``) is taught, at image
+tokens, to attend to the earlier frames' image tokens, or for the first frame's to the
+sequence's first token (:func:`frame_batch`), so that every image token carries whether its
+frame is the first; and a last-layer head (``SEEK_HEAD``), at the positions writing a map entry's
+x0 and y0, to the entry's object in every frame that shows it (:func:`lookup_batch` over
+:func:`clip_tokens`), so that the entry reads which frame shows its object.
 
 Boxes are in meters in the frame's own map frame (spec: x to the camera's right, y forward,
 origin at the camera). Each stage reports held-out metrics (``perception.json`` in the preset).
@@ -77,6 +83,17 @@ NUMBER_HEAD = (-1, -1)
 # on the small preset (4 heads) it shares its keys with the number head (disjoint targets: map
 # numbers, option texts); with two heads a layer (tiny) it is the last layer's head 0
 OPTION_HEAD = (-1, 2)
+# (layer, head) taught during SFT, at image tokens, to attend to the earlier frames' image tokens
+# (the first frame's: to the sequence's first token): its value says whether a token's frame is
+# the first, which the vision tower cannot (it sees one frame at a time). The first layer, so
+# that the last layer's heads read it with the object; on a one-layer preset (tiny) it is the
+# lookup head (disjoint queries: image tokens, map entries)
+FRAME_HEAD = (0, 0)
+FRAME_QUERIES = 2  # image tokens per frame whose frame head is taught, spread over the frame
+# (layer from the end, head) taught during SFT, at the positions writing a map entry's x0 and
+# y0, to attend to the entry's object in every frame that shows it; on the small preset it is
+# the number head's (disjoint queries: map entries, think coordinates), on tiny the copy head's
+SEEK_HEAD = (-1, 3)
 
 
 def camera_box(box, pose) -> tuple[float, float, float, float]:
@@ -435,30 +452,50 @@ def first_frame_tokens(ds, rows: Sequence[dict], min_share: float = 0.05) -> lis
     frame (raster order) that show the object (at least ``min_share`` of their pixels); [] for an
     object the first frame does not show, or one no single scene object matches. The targets of
     the lookup head during SFT (:func:`lookup_batch`); each clip's first frame is rendered once."""
+    return _row_tokens(ds, rows, min_share, every_frame=False)
+
+
+def clip_tokens(ds, rows: Sequence[dict], min_share: float = 0.05) -> list[list[list[int]]]:
+    """Per dataset row, per object of its map (in order): the merged tokens of all the row's
+    frames that show the object, numbered as the row's image tokens run (frame after frame,
+    raster order in each); [] for an object no single scene object matches. The targets of the
+    seek head during SFT (:func:`lookup_batch` with ``per_frame`` None); each frame is rendered
+    once."""
+    return _row_tokens(ds, rows, min_share, every_frame=True)
+
+
+def _row_tokens(ds, rows: Sequence[dict], min_share: float, every_frame: bool) -> list:
     size = ds.manifest["config"]["image_size"]
+    per_frame = (size // TOKEN_PX) ** 2
     renderer, scenes, frames = Renderer(size, size), {}, {}
     out = []
     for row in rows:
-        sid, first = row["scene_id"], row["frame_indices"][0]
+        sid = row["scene_id"]
         scene = scenes.get(sid) or scenes.setdefault(sid, ds.scene(sid)[0])
         clip = scene.clip(row["clip_id"])
-        key = (sid, clip.clip_id, first)
-        if key not in frames:
-            ids = renderer.render(scene, clip.poses[first], dense=True).ids
-            frames[key] = [
-                [t for t, v in enumerate(token_shares(ids, k)) if v >= min_share]
-                for k in range(len(scene.objects))
-            ]
         truth = scene.gt_map(clip).objects
-        per_object = []
-        for entry in row["map"]:
-            match = [
+        matches = [
+            [
                 k
                 for k, o in enumerate(truth)
                 if o.name == entry["object_name"]
                 and max(abs(a - b) for a, b in zip(o.bbox, entry["bbox"], strict=True)) < 0.006
             ]
-            per_object.append(frames[key][match[0]] if len(match) == 1 else [])
+            for entry in row["map"]
+        ]
+        per_object: list[list[int]] = [[] for _ in row["map"]]
+        shown = row["frame_indices"] if every_frame else row["frame_indices"][:1]
+        for n, index in enumerate(shown):
+            key = (sid, clip.clip_id, index)
+            if key not in frames:
+                ids = renderer.render(scene, clip.poses[index], dense=True).ids
+                frames[key] = [
+                    [t for t, v in enumerate(token_shares(ids, k)) if v >= min_share]
+                    for k in range(len(scene.objects))
+                ]
+            for i, match in enumerate(matches):
+                if len(match) == 1:
+                    per_object[i] += [t + n * per_frame for t in frames[key][match[0]]]
         out.append(per_object)
     return out
 
@@ -468,8 +505,9 @@ def lookup_batch(
     tokens: Sequence[Sequence[Sequence[int]]],
     image_token_id: int,
     entry_ids: set,
-    per_frame: int,
+    per_frame: int | None,
     coord_ids: set,
+    name: str = "lookup",
 ) -> dict:
     """The lookup head's targets in a collated batch: for each map entry of each row whose
     entries (``entry_ids``: the map-entry openings, one token each) are as many as its objects in
@@ -477,8 +515,9 @@ def lookup_batch(
     the positions writing the entry's first ``LOOKUP_COORDS`` coordinates (the opening, then the
     token before each next coordinate token of ``coord_ids``; fewer where the map is cut short),
     each with the positions of the object's image tokens in the first frame (``per_frame``
-    tokens a frame). Tensors ``lookup_rows`` (N), ``lookup_queries`` (N) and ``lookup_keys``
-    (N x sequence, bool)."""
+    tokens a frame). Tensors ``<name>_rows`` (N), ``<name>_queries`` (N) and ``<name>_keys``
+    (N x sequence, bool). With ``per_frame`` None, ``tokens`` number all the row's image tokens
+    (:func:`clip_tokens`): the seek head's targets, the object in every frame."""
 
     length = batch["input_ids"].shape[1]
     found: list[tuple[int, int, list[int]]] = []
@@ -488,7 +527,7 @@ def lookup_batch(
         if len(entries) != len(objects):
             continue
         coords = [p for p, t in enumerate(labels) if t in coord_ids]
-        image = [p for p, t in enumerate(ids) if t == image_token_id][:per_frame]
+        image = [p for p, t in enumerate(ids) if t == image_token_id][:per_frame]  # None: all
         for n, (q, shown) in enumerate(zip(entries, objects, strict=True)):
             where = [image[t] for t in shown if t < len(image)]
             if not where:
@@ -496,7 +535,25 @@ def lookup_batch(
             end = entries[n + 1] if n + 1 < len(entries) else length
             later = [c - 1 for c in coords if q + 1 < c < end][: LOOKUP_COORDS - 1]
             found.extend((j, p, where) for p in (q, *later))
-    return head_targets("lookup", length, found)
+    return head_targets(name, length, found)
+
+
+def frame_batch(batch, image_token_id: int, per_frame: int) -> dict:
+    """The frame head's targets (``FRAME_HEAD``) in a collated batch: for ``FRAME_QUERIES``
+    image tokens of each frame of each row (``per_frame`` tokens a frame; spread over it), the
+    positions its attention should fall on: the earlier frames' image tokens, or, in the first
+    frame, the sequence's first token. Tensors ``frame_rows`` (N), ``frame_queries`` (N) and
+    ``frame_keys`` (N x sequence, bool)."""
+    length = batch["input_ids"].shape[1]
+    found: list[tuple[int, int, list[int]]] = []
+    step = max(1, per_frame // FRAME_QUERIES)
+    for j in range(batch["input_ids"].shape[0]):
+        image = [p for p, t in enumerate(batch["input_ids"][j].tolist()) if t == image_token_id]
+        for f in range(len(image) // per_frame):
+            own = image[f * per_frame : (f + 1) * per_frame]
+            keys = image[: f * per_frame] or [0]
+            found.extend((j, q, keys) for q in own[step // 2 :: step][:FRAME_QUERIES])
+    return head_targets("frame", length, found)
 
 
 def head_targets(name: str, length: int, found: list[tuple[int, int, list[int]]]) -> dict:

@@ -273,6 +273,8 @@ HEAD_LOSSES = {
     "copy": "the question's word for each map entry",
     "number": "the map's copies of each think coordinate",
     "option": "the question's text of each option whose letter it writes",
+    "frame": "the earlier frames' image tokens (the first frame's: the first token)",
+    "seek": "each map entry's object in every frame",
 }
 
 

@@ -60,6 +60,12 @@ class SFTParams(StageParams):
     # presets: weight of the option head's loss (perception.option_batch): the position writing
     # an option letter attends to that option's text in the question; 0: none
     option_weight: float = 0.0
+    # presets: weight of the frame head's loss (perception.frame_batch): image tokens attend to
+    # the earlier frames' (the first frame's: to the first token), so they carry their frame; 0: none
+    frame_weight: float = 0.0
+    # presets: weight of the seek head's loss (perception.clip_tokens): the positions writing a map
+    # entry's x0 and y0 attend to its object in every frame that shows it; 0: none
+    seek_weight: float = 0.0
 
 
 def sft_rows(
@@ -80,10 +86,12 @@ def sft_rows(
 class FrameLoadingCollator:
     """TRL's vision-language collator, fed PIL frames opened from the rows' image paths. Rows
     with a ``lookup`` field (JSON: :func:`~v2lo_utils.perception.first_frame_tokens`'s per-object
-    token lists) also get the lookup head's targets (:func:`~v2lo_utils.perception.lookup_batch`);
+    token lists) also get the lookup head's targets (:func:`~v2lo_utils.perception.lookup_batch`),
+    rows with a ``seek`` field (:func:`~v2lo_utils.perception.clip_tokens`'s) the seek head's;
     with ``copy`` every batch gets the copy head's (:func:`~v2lo_utils.perception.copy_batch`),
     with ``numbers`` the number head's (:func:`~v2lo_utils.perception.number_batch`), with
-    ``options`` the option head's (:func:`~v2lo_utils.perception.option_batch`)."""
+    ``options`` the option head's (:func:`~v2lo_utils.perception.option_batch`), with ``frames``
+    the frame head's (:func:`~v2lo_utils.perception.frame_batch`)."""
 
     def __init__(
         self,
@@ -92,6 +100,7 @@ class FrameLoadingCollator:
         copy: bool = False,
         numbers: bool = False,
         options: bool = False,
+        frames: bool = False,
     ) -> None:
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
@@ -99,6 +108,7 @@ class FrameLoadingCollator:
         self.copy = copy
         self.numbers = numbers
         self.options = options
+        self.frames = frames
         self.inner = DataCollatorForVisionLanguageModeling(
             processor=processor, max_length=max_length, completion_only_loss=True
         )
@@ -106,7 +116,7 @@ class FrameLoadingCollator:
     def __call__(self, examples: list[dict]) -> dict:
         loaded = [
             {
-                **{k: v for k, v in ex.items() if k != "lookup"},
+                **{k: v for k, v in ex.items() if k not in ("lookup", "seek")},
                 "images": [load_image(p) if isinstance(p, str) else p for p in ex["images"]],
             }
             for ex in examples
@@ -120,6 +130,19 @@ class FrameLoadingCollator:
             tokens = [json.loads(ex.get("lookup") or "[]") for ex in examples]
             coords = self._number_ids[0]
             batch |= lookup_batch(batch, tokens, image_id, entry_ids, per_frame, coords)
+        if any("seek" in ex for ex in examples):
+            from .perception import lookup_batch
+
+            image_id, entry_ids, _ = self._lookup_ids
+            tokens = [json.loads(ex.get("seek") or "[]") for ex in examples]
+            coords = self._number_ids[0]
+            batch |= lookup_batch(batch, tokens, image_id, entry_ids, None, coords, name="seek")
+        if self.frames:
+            from .perception import frame_batch
+
+            image_id, _, merge = self._lookup_ids
+            per_frame = int(batch["image_grid_thw"][0].prod()) // merge**2
+            batch |= frame_batch(batch, image_id, per_frame)
         if self.copy:
             from .perception import copy_batch
 
@@ -192,20 +215,26 @@ def lookup_trainer(
     copy_weight: float = 0.0,
     number_weight: float = 0.0,
     option_weight: float = 0.0,
+    frame_weight: float = 0.0,
+    seek_weight: float = 0.0,
 ):
     """``base`` (TRL's SFTTrainer) whose loss adds ``weight`` x the lookup head's loss (the mean
     over the batch's map entries of -log(the head's attention mass on the entry's object in the
     first frame)), ``copy_weight`` x the copy head's (-log(its mass on the question's word for
     the entry's object), ``number_weight`` x the number head's (-log(its mass on the map's
-    positions of the think's coordinate)) and ``option_weight`` x the option head's (-log(its
-    mass on the text of the option whose letter comes next)), from the heads' layer inputs
-    captured during the forward pass (:func:`~v2lo_utils.perception.lookup_mass`); logged as
-    ``lookup_loss``, ``copy_loss``, ``number_loss`` and ``option_loss``."""
+    positions of the think's coordinate)), ``option_weight`` x the option head's (-log(its
+    mass on the text of the option whose letter comes next)), ``frame_weight`` x the frame
+    head's (-log(an image token's mass on the earlier frames' image tokens, or the first
+    token)) and ``seek_weight`` x the seek head's (-log(its mass on the entry's object in every
+    frame)), from the heads' layer inputs captured during the forward pass
+    (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``<head>_loss``."""
     from .perception import (
         COPY_HEAD,
+        FRAME_HEAD,
         LOOKUP_HEAD,
         NUMBER_HEAD,
         OPTION_HEAD,
+        SEEK_HEAD,
         lookup_attention,
         lookup_mass,
         lookup_nll,
@@ -216,6 +245,8 @@ def lookup_trainer(
         "copy": (COPY_HEAD, copy_weight),
         "number": (NUMBER_HEAD, number_weight),
         "option": (OPTION_HEAD, option_weight),
+        "frame": (FRAME_HEAD, frame_weight),
+        "seek": (SEEK_HEAD, seek_weight),
     }
     heads = {k: v for k, v in every.items() if v[1] > 0}
 
@@ -314,6 +345,8 @@ class SFTResult(StageResult):
     copy: dict | None = None  # the copy loss's, likewise
     number: dict | None = None  # the number loss's, likewise
     option: dict | None = None  # the option loss's, likewise
+    frame: dict | None = None  # the frame loss's, likewise
+    seek: dict | None = None  # the seek loss's, likewise
 
 
 def prepare_model(p: SFTParams):
@@ -352,7 +385,14 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         raise ValueError(f"{p.data_dir}: no training rows (max_frames={p.max_frames})")
     rows = export_rows(chosen, "trl-prompt-completion", ds.root)
     model, processor, backend = prepare_model(p)
-    weights = (p.lookup_weight, p.copy_weight, p.number_weight, p.option_weight)
+    weights = (
+        p.lookup_weight,
+        p.copy_weight,
+        p.number_weight,
+        p.option_weight,
+        p.frame_weight,
+        p.seek_weight,
+    )
     extra = any(w > 0 for w in weights)
     if extra:
         from .presets import COORD_TOKENS, entry_tokens
@@ -361,15 +401,20 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         vocab = processor.tokenizer.get_vocab()
         if any(t not in vocab for t in (*entry_tokens(), *COORD_TOKENS, *LETTERS, ".")):
             raise ValueError(
-                f"{p.model_source}: lookup_weight, copy_weight, number_weight and option_weight "
-                "need a preset's tokenizer (one token per map-entry opening, coordinate and "
-                "option letter); set them to 0 for this model"
+                f"{p.model_source}: lookup_weight, copy_weight, number_weight, option_weight, "
+                "frame_weight and seek_weight need a preset's tokenizer (one token per map-entry "
+                "opening, coordinate and option letter); set them to 0 for this model"
             )
     if p.lookup_weight > 0:
         from .perception import first_frame_tokens
 
         for row, tokens in zip(rows, first_frame_tokens(ds, chosen), strict=True):
             row["lookup"] = json.dumps(tokens)
+    if p.seek_weight > 0:
+        from .perception import clip_tokens
+
+        for row, tokens in zip(rows, clip_tokens(ds, chosen), strict=True):
+            row["seek"] = json.dumps(tokens)
     import torch
     from trl import SFTConfig, SFTTrainer
 
@@ -389,6 +434,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
             copy=p.copy_weight > 0,
             numbers=p.number_weight > 0,
             options=p.option_weight > 0,
+            frames=p.frame_weight > 0,
         ),
         callbacks=[*(callbacks or []), budget],
     )
@@ -403,6 +449,8 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         copy=_head_loss(run["log_history"], "copy_loss", p.copy_weight),
         number=_head_loss(run["log_history"], "number_loss", p.number_weight),
         option=_head_loss(run["log_history"], "option_loss", p.option_weight),
+        frame=_head_loss(run["log_history"], "frame_loss", p.frame_weight),
+        seek=_head_loss(run["log_history"], "seek_loss", p.seek_weight),
     )
 
 
