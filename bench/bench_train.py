@@ -1,9 +1,9 @@
 """Training throughput on this machine: SFT samples per second for the tiny and small presets,
 next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead), with the
 lookup loss (``SFTParams.lookup_weight``; its first-frame targets are computed before training),
-with the lookup and copy losses (``copy_weight``; its targets come from each batch), with the
-demo's four (those and the frame and seek losses: ``frame_weight``, ``seek_weight``), and GRPO
-steps per second (LoRA, 2 prompts x 4 sampled completions per step).
+with the lookup and copy losses (``copy_weight``; its targets come from each batch), with those
+and the frame and seek losses (``frame_weight``, ``seek_weight``), and GRPO steps per second
+(LoRA, 2 prompts x 4 sampled completions per step).
 
     python bench/bench_train.py [--steps 30] [--batch 8]
 
@@ -144,10 +144,10 @@ def main() -> None:
                 f"samples/s | ratio to without {both_sps / trl_sps:.2f}"
             )
             run = (tmp / "data", model_dir, tmp / f"seek-{preset}", args.steps, args.batch)
-            demo_sps = trl_run(*run, 1e-3, args.frames, lookup=1.0, copy=1.0, frame=1.0, seek=1.0)
+            four_sps = trl_run(*run, 1e-3, args.frames, lookup=1.0, copy=1.0, frame=1.0, seek=1.0)
             print(
-                f"{preset:6s} SFT with the demo's losses (lookup, copy, frame, seek; weight 1 each) "
-                f"{demo_sps:7.1f} samples/s | ratio to lookup and copy {demo_sps / both_sps:.2f}"
+                f"{preset:6s} SFT with the lookup, copy, frame and seek losses (weight 1 each) "
+                f"{four_sps:7.1f} samples/s | ratio to lookup and copy {four_sps / both_sps:.2f}"
             )
             grpo_sps = grpo_run(tmp / "data", model_dir, tmp / f"grpo-{preset}", args)
             print(
