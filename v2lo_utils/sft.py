@@ -34,6 +34,10 @@ from .training import (
     world_size,
 )
 
+# the SFT head losses, in lookup_trainer's order: each has SFTParams.<head>_weight, logs
+# <head>_loss and is summed up in SFTResult.<head>
+HEADS = ("lookup", "copy", "number", "option", "frame", "seek")
+
 
 @dataclass(kw_only=True)
 class SFTParams(StageParams):
@@ -122,27 +126,19 @@ class FrameLoadingCollator:
             for ex in examples
         ]
         batch = self.inner(loaded)
-        if any("lookup" in ex for ex in examples):
-            from .perception import lookup_batch
+        fields = [f for f in ("lookup", "seek") if any(f in ex for ex in examples)]
+        if fields or self.frames:
+            from .perception import frame_batch, lookup_batch
 
             image_id, entry_ids, merge = self._lookup_ids
             per_frame = int(batch["image_grid_thw"][0].prod()) // merge**2
-            tokens = [json.loads(ex.get("lookup") or "[]") for ex in examples]
             coords = self._number_ids[0]
-            batch |= lookup_batch(batch, tokens, image_id, entry_ids, per_frame, coords)
-        if any("seek" in ex for ex in examples):
-            from .perception import lookup_batch
-
-            image_id, entry_ids, _ = self._lookup_ids
-            tokens = [json.loads(ex.get("seek") or "[]") for ex in examples]
-            coords = self._number_ids[0]
-            batch |= lookup_batch(batch, tokens, image_id, entry_ids, None, coords, name="seek")
-        if self.frames:
-            from .perception import frame_batch
-
-            image_id, _, merge = self._lookup_ids
-            per_frame = int(batch["image_grid_thw"][0].prod()) // merge**2
-            batch |= frame_batch(batch, image_id, per_frame)
+            for f in fields:  # lookup: first-frame tokens; seek: every frame's (per_frame None)
+                tokens = [json.loads(ex.get(f) or "[]") for ex in examples]
+                frames = per_frame if f == "lookup" else None
+                batch |= lookup_batch(batch, tokens, image_id, entry_ids, frames, coords, name=f)
+            if self.frames:
+                batch |= frame_batch(batch, image_id, per_frame)
         if self.copy:
             from .perception import copy_batch
 
@@ -385,14 +381,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         raise ValueError(f"{p.data_dir}: no training rows (max_frames={p.max_frames})")
     rows = export_rows(chosen, "trl-prompt-completion", ds.root)
     model, processor, backend = prepare_model(p)
-    weights = (
-        p.lookup_weight,
-        p.copy_weight,
-        p.number_weight,
-        p.option_weight,
-        p.frame_weight,
-        p.seek_weight,
-    )
+    weights = tuple(getattr(p, f"{h}_weight") for h in HEADS)
     extra = any(w > 0 for w in weights)
     if extra:
         from .presets import COORD_TOKENS, entry_tokens
@@ -401,20 +390,16 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         vocab = processor.tokenizer.get_vocab()
         if any(t not in vocab for t in (*entry_tokens(), *COORD_TOKENS, *LETTERS, ".")):
             raise ValueError(
-                f"{p.model_source}: lookup_weight, copy_weight, number_weight, option_weight, "
-                "frame_weight and seek_weight need a preset's tokenizer (one token per map-entry "
-                "opening, coordinate and option letter); set them to 0 for this model"
+                f"{p.model_source}: {', '.join(f'{h}_weight' for h in HEADS)} need a preset's "
+                "tokenizer (one token per map-entry opening, coordinate and option letter); set "
+                "them to 0 for this model"
             )
-    if p.lookup_weight > 0:
-        from .perception import first_frame_tokens
+    from .perception import clip_tokens, first_frame_tokens
 
-        for row, tokens in zip(rows, first_frame_tokens(ds, chosen), strict=True):
-            row["lookup"] = json.dumps(tokens)
-    if p.seek_weight > 0:
-        from .perception import clip_tokens
-
-        for row, tokens in zip(rows, clip_tokens(ds, chosen), strict=True):
-            row["seek"] = json.dumps(tokens)
+    for field, tokens_of in (("lookup", first_frame_tokens), ("seek", clip_tokens)):
+        if getattr(p, f"{field}_weight") > 0:  # the heads' image-token targets, from the renderer
+            for row, tokens in zip(rows, tokens_of(ds, chosen), strict=True):
+                row[field] = json.dumps(tokens)
     import torch
     from trl import SFTConfig, SFTTrainer
 
@@ -445,12 +430,10 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         samples_per_second=samples / max(run["train_seconds"], 1e-9),
         parameters={**count_parameters(model), "backend": backend, "mode": p.mode},
         stopped_by_budget=budget.stopped,
-        lookup=_head_loss(run["log_history"], "lookup_loss", p.lookup_weight),
-        copy=_head_loss(run["log_history"], "copy_loss", p.copy_weight),
-        number=_head_loss(run["log_history"], "number_loss", p.number_weight),
-        option=_head_loss(run["log_history"], "option_loss", p.option_weight),
-        frame=_head_loss(run["log_history"], "frame_loss", p.frame_weight),
-        seek=_head_loss(run["log_history"], "seek_loss", p.seek_weight),
+        **{
+            h: _head_loss(run["log_history"], f"{h}_loss", w)
+            for h, w in zip(HEADS, weights, strict=True)
+        },
     )
 
 
