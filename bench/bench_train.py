@@ -2,7 +2,8 @@
 next to a plain PyTorch loop over the same batches (the ratio is TRL's overhead), with the
 lookup loss (``SFTParams.lookup_weight``; its first-frame targets are computed before training),
 with the lookup and copy losses (``copy_weight``; its targets come from each batch), with those
-and the frame and seek losses (``frame_weight``, ``seek_weight``), and GRPO steps per second
+and the frame and seek losses (``frame_weight``, ``seek_weight``), with the lookup and copy
+losses and the coordinate regression loss (``regression_weight``), and GRPO steps per second
 (LoRA, 2 prompts x 4 sampled completions per step).
 
     python bench/bench_train.py [--steps 30] [--batch 8]
@@ -59,6 +60,7 @@ def trl_run(
     copy: float = 0.0,
     frame: float = 0.0,
     seek: float = 0.0,
+    regression: float = 0.0,
 ) -> float:
     p = SFTParams(
         data_dir=str(data),
@@ -74,6 +76,7 @@ def trl_run(
         copy_weight=copy,
         frame_weight=frame,
         seek_weight=seek,
+        regression_weight=regression,
     )
     return train_sft(p).samples_per_second
 
@@ -148,6 +151,13 @@ def main() -> None:
             print(
                 f"{preset:6s} SFT with the lookup, copy, frame and seek losses (weight 1 each) "
                 f"{four_sps:7.1f} samples/s | ratio to lookup and copy {four_sps / both_sps:.2f}"
+            )
+            run = (tmp / "data", model_dir, tmp / f"regression-{preset}", args.steps, args.batch)
+            reg_sps = trl_run(*run, 1e-3, args.frames, lookup=1.0, copy=1.0, regression=1.0)
+            print(
+                f"{preset:6s} SFT with the lookup and copy losses and the coordinate regression "
+                f"loss (weight 1 each) {reg_sps:7.1f} samples/s | ratio to lookup and copy "
+                f"{reg_sps / both_sps:.2f}"
             )
             grpo_sps = grpo_run(tmp / "data", model_dir, tmp / f"grpo-{preset}", args)
             print(

@@ -446,6 +446,7 @@ def test_option_targets_are_the_text_of_the_option_each_letter_names(tiny_worksp
 def test_sft_with_the_head_losses_trains_and_logs_them(tiny_workspace, tmp_path):
     kw = dict(max_steps=3, save_steps=100, max_rows=8, lookup_weight=1.0, copy_weight=0.5)
     kw |= {"number_weight": 0.25, "option_weight": 0.75, "frame_weight": 0.5, "seek_weight": 2.0}
+    kw |= {"regression_weight": 0.1}
     p = params(tiny_workspace, tmp_path / "lookup", **kw)
     result = train_sft(p)
     text = steps_sentence("after SFT", result.to_json())
@@ -456,10 +457,35 @@ def test_sft_with_the_head_losses_trains_and_logs_them(tiny_workspace, tmp_path)
         ("option", 0.75, "option loss (weight 0.75: -log"),
         ("frame", 0.5, "frame loss (weight 0.5: -log"),
         ("seek", 2.0, "seek loss (weight 2: -log"),
+        ("regression", 0.1, "coordinate regression loss (weight 0.1: squared error"),
     ):
         logged = [h[f"{key}_loss"] for h in result.log_history if f"{key}_loss" in h]
         # every batch has map entries and think coordinates; not every one a lettered answer
         assert len(logged) == 3 or (key == "option" and len(logged) >= 1), (key, logged)
         assert all(0 < v < 20 for v in logged)
         assert getattr(result, key) == {"weight": weight, "first": logged[0], "last": logged[-1]}
-        assert said in text and f"{logged[-1]:.2f})" in text
+        assert said in text and f"{logged[-1]:.2f}" in text
+
+
+def test_coordinate_regression_is_the_squared_error_of_the_mean_coordinate():
+    import torch
+
+    from v2lo_utils.sft import coordinate_regression
+
+    ids, values = torch.tensor([5, 6, 7]), torch.tensor([-1.0, 0.0, 1.0])
+    labels = torch.tensor([[-100, 7, 3, 5]])  # coordinates at positions 1 (1.0 m) and 3 (-1.0 m)
+    logits = torch.zeros(1, 4, 10)
+    logits[0, 0, 7] = 50.0  # position 0 predicts position 1's 1.0 m: no error
+    # position 2 predicts position 3's -1.0 m uniformly over the three values: mean 0, error 1
+    eye = torch.eye(10)  # hidden states = logits
+    assert coordinate_regression(logits, labels, eye, ids, values).item() == pytest.approx(0.5)
+    near, far = logits.clone(), logits.clone()
+    near[0, 2, 6], far[0, 2, 7] = 50.0, 50.0  # a confident 0.0 m and a confident 1.0 m
+    # cross-entropy charges both alike; the regression loss charges the near miss less
+    assert coordinate_regression(near, labels, eye, ids, values).item() == pytest.approx(0.5)
+    assert coordinate_regression(far, labels, eye, ids, values).item() == pytest.approx(2.0)
+    # only the mean counts: half the mass at -1 m and half at 1 m cost what a confident 0 m does
+    mixed = logits.clone()
+    mixed[0, 2, 5] = mixed[0, 2, 7] = 50.0
+    assert coordinate_regression(mixed, labels, eye, ids, values).item() == pytest.approx(0.5)
+    assert coordinate_regression(logits, torch.tensor([[-100, 3, 3, 3]]), eye, ids, values) is None

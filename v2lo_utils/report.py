@@ -292,6 +292,11 @@ def steps_sentence(label: str, train: dict) -> str:
                 f", with the {name} loss (weight {head['weight']:g}: -log of the {name} head's"
                 f" attention on {target}, {head['first']:.2f} -> {head['last']:.2f})"
             )
+    if reg := train.get("regression"):
+        text += (
+            f", with the coordinate regression loss (weight {reg['weight']:g}: squared error of"
+            f" the mean-decoded coordinates, {reg['first']:.2f} -> {reg['last']:.2f} m^2)"
+        )
     return text + threads_phrase(train.get("threads")) + "."
 
 

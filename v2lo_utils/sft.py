@@ -34,9 +34,9 @@ from .training import (
     world_size,
 )
 
-# the SFT head losses, in lookup_trainer's order: each has SFTParams.<head>_weight, logs
-# <head>_loss and is summed up in SFTResult.<head>
-HEADS = ("lookup", "copy", "number", "option", "frame", "seek")
+# the SFT auxiliary losses, in lookup_trainer's order: each has SFTParams.<name>_weight, logs
+# <name>_loss and is summed up in SFTResult.<name>; all but the last teach one attention head
+HEADS = ("lookup", "copy", "number", "option", "frame", "seek", "regression")
 
 
 @dataclass(kw_only=True)
@@ -70,6 +70,31 @@ class SFTParams(StageParams):
     # presets: weight of the seek head's loss (perception.clip_tokens): the positions writing a map
     # entry's x0 and y0 attend to its object in every frame that shows it; 0: none
     seek_weight: float = 0.0
+    # presets: weight of the coordinate regression loss (:func:`coordinate_regression`): the
+    # squared error (m^2) of the mean of the model's distribution over coordinate tokens, the
+    # value mean decoding writes (generation.py); 0: none
+    regression_weight: float = 0.0
+
+
+def coordinate_regression(hidden, labels, output_weight, ids, values):
+    """Mean over the label positions holding a coordinate token (``ids``, worth ``values`` m) of
+    (the mean value of the model's distribution over the coordinate tokens - the label's value)^2,
+    in m^2. ``hidden`` [batch, seq, dim]: the language model's final hidden states, each
+    predicting the next position's label through ``output_weight`` [vocab, dim] (the logits of the
+    coordinate tokens only are computed). None when no label is a coordinate. Unlike
+    cross-entropy it is smaller for a near miss than for a far one, and where the frames cannot
+    settle a coordinate its least value is at the expected coordinate, not at one confident guess."""
+    import torch
+
+    shifted = labels[:, 1:]
+    where = torch.isin(shifted, ids)
+    if not where.any():
+        return None
+    logits = hidden[:, :-1][where] @ output_weight[ids].T
+    probs = torch.softmax(logits.float(), dim=-1)
+    value_of = torch.zeros(int(ids.max()) + 1, device=values.device, dtype=values.dtype)
+    value_of[ids] = values
+    return ((probs @ values - value_of[shifted[where]]) ** 2).mean()
 
 
 def sft_rows(
@@ -213,6 +238,7 @@ def lookup_trainer(
     option_weight: float = 0.0,
     frame_weight: float = 0.0,
     seek_weight: float = 0.0,
+    regression_weight: float = 0.0,
 ):
     """``base`` (TRL's SFTTrainer) whose loss adds ``weight`` x the lookup head's loss (the mean
     over the batch's map entries of -log(the head's attention mass on the entry's object in the
@@ -223,7 +249,9 @@ def lookup_trainer(
     head's (-log(an image token's mass on the earlier frames' image tokens, or the first
     token)) and ``seek_weight`` x the seek head's (-log(its mass on the entry's object in every
     frame)), from the heads' layer inputs captured during the forward pass
-    (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``<head>_loss``."""
+    (:func:`~v2lo_utils.perception.lookup_mass`); logged as ``<head>_loss``; and
+    ``regression_weight`` x :func:`coordinate_regression` on the final hidden states, logged as
+    ``regression_loss``."""
     from .perception import (
         COPY_HEAD,
         FRAME_HEAD,
@@ -245,6 +273,7 @@ def lookup_trainer(
         "seek": (SEEK_HEAD, seek_weight),
     }
     heads = {k: v for k, v in every.items() if v[1] > 0}
+    coordinates: dict = {}  # the coordinate tokens' ids and values, read once from the tokenizer
 
     class LookupSFTTrainer(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -255,6 +284,12 @@ def lookup_trainer(
             layers = {k: lookup_attention(model, head[0]) for k, (head, _) in heads.items()}
             seen: dict = {}
             hooks = []
+            if regression_weight > 0:  # the final hidden states (TRL's loss skips the logits)
+
+                def final(module, args, output):
+                    seen["final"] = output
+
+                hooks.append(model.get_decoder().norm.register_forward_hook(final))
             for name, layer in layers.items():
 
                 def capture(module, args, kwargs, name=name):
@@ -280,6 +315,23 @@ def lookup_trainer(
                 extra = lookup_nll(lookup_mass(layers[name], *args, head=head))
                 loss = loss + w * extra.to(loss.dtype)
                 self._metrics[mode][f"{name}_loss"].append(float(extra.detach()))
+            if regression_weight > 0:
+                if not coordinates:
+                    import torch
+
+                    from .generation import coordinate_token_values
+
+                    values = coordinate_token_values(self.processing_class.tokenizer)
+                    coordinates["ids"] = torch.tensor(list(values))
+                    coordinates["values"] = torch.tensor(list(values.values()))
+                hidden = seen["final"]
+                ids = coordinates["ids"].to(hidden.device)
+                values = coordinates["values"].to(hidden.device)
+                weight = model.get_output_embeddings().weight
+                extra = coordinate_regression(hidden, inputs["labels"], weight, ids, values)
+                if extra is not None:
+                    loss = loss + regression_weight * extra.to(loss.dtype)
+                    self._metrics[mode]["regression_loss"].append(float(extra.detach()))
             return (loss, outputs) if return_outputs else loss
 
     return LookupSFTTrainer
@@ -343,6 +395,7 @@ class SFTResult(StageResult):
     option: dict | None = None  # the option loss's, likewise
     frame: dict | None = None  # the frame loss's, likewise
     seek: dict | None = None  # the seek loss's, likewise
+    regression: dict | None = None  # the coordinate regression loss's, likewise
 
 
 def prepare_model(p: SFTParams):
