@@ -53,6 +53,17 @@ def coordinate_token_values(tokenizer) -> dict[int, float]:
     return {vocab[c]: float(c) for c in COORD_TOKENS}
 
 
+def coordinate_tensors(tokenizer):
+    """:func:`coordinate_token_values` as two tensors: the coordinate tokens' ids and their
+    values (m); None when the tokenizer has no coordinate tokens."""
+    import torch
+
+    values = coordinate_token_values(tokenizer)
+    if not values:
+        return None
+    return torch.tensor(list(values)), torch.tensor(list(values.values()))
+
+
 def coordinate_mean_processor(tokenizer):
     """A logits processor for greedy decoding: where the most likely next token is a coordinate,
     force the coordinate token nearest to the mean value (m) of the distribution over coordinate
@@ -60,11 +71,9 @@ def coordinate_mean_processor(tokenizer):
     import torch
     from transformers import LogitsProcessor
 
-    values = coordinate_token_values(tokenizer)
-    if not values:
+    if (coordinates := coordinate_tensors(tokenizer)) is None:
         return None
-    ids = torch.tensor(list(values))
-    vals = torch.tensor(list(values.values()))
+    ids, vals = coordinates
 
     class CoordinateMean(LogitsProcessor):
         def __call__(self, input_ids, scores):

@@ -273,7 +273,7 @@ def lookup_trainer(
         "seek": (SEEK_HEAD, seek_weight),
     }
     heads = {k: v for k, v in every.items() if v[1] > 0}
-    coordinates: dict = {}  # the coordinate tokens' ids and values, read once from the tokenizer
+    coordinates: list = []  # the coordinate tokens' ids and values, read once from the tokenizer
 
     class LookupSFTTrainer(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -317,16 +317,11 @@ def lookup_trainer(
                 self._metrics[mode][f"{name}_loss"].append(float(extra.detach()))
             if regression_weight > 0:
                 if not coordinates:
-                    import torch
+                    from .generation import coordinate_tensors
 
-                    from .generation import coordinate_token_values
-
-                    values = coordinate_token_values(self.processing_class.tokenizer)
-                    coordinates["ids"] = torch.tensor(list(values))
-                    coordinates["values"] = torch.tensor(list(values.values()))
+                    coordinates.extend(coordinate_tensors(self.processing_class.tokenizer))
                 hidden = seen["final"]
-                ids = coordinates["ids"].to(hidden.device)
-                values = coordinates["values"].to(hidden.device)
+                ids, values = (t.to(hidden.device) for t in coordinates)
                 weight = model.get_output_embeddings().weight
                 extra = coordinate_regression(hidden, inputs["labels"], weight, ids, values)
                 if extra is not None:
