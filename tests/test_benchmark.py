@@ -189,6 +189,50 @@ def test_view_sentence_gives_both_kinds_beside_the_question_only_baseline():
     assert lines[1] == text  # right after its group's verdict
 
 
+def test_cue_priors_score_each_cue_by_the_prior_it_allows():
+    from v2lo_utils.baselines import cue_priors, cue_priors_by_group
+    from v2lo_utils.report import cue_sentences
+
+    def item(frame, turn, center, k=4):
+        return {
+            "frame": frame,
+            "turn": turn,
+            "heading": frame if turn > 0 else 4 - frame,
+            "num_frames": k,
+        }, center
+
+    # the camera turns left (turn +1) or right: the frame showing an object and the turn fix it
+    places = {(1, 1): (-3.0, 0.0), (1, -1): (3.0, 0.0), (2, 1): (-1.0, -3.0), (2, -1): (1.0, -3.0)}
+    fit = [item(f, p, c) for (f, p), c in places.items() for _ in range(3)]
+    test = [item(f, p, c) for (f, p), c in places.items()]
+    got = cue_priors(fit, test)
+    assert got["frame + turn"] == {"center_error_m": 0.0, "n": 4}
+    # headings 1 and 3 tell the first frame's sides apart; both second frames are heading 2
+    assert got["heading"]["center_error_m"] == 0.5
+    # nothing known: every object at the mean (0, -1.5)
+    assert math.isclose(got["none"]["center_error_m"], mean_dist(test, (0.0, -1.5)))
+    # the frame alone: its two sides average out
+    assert math.isclose(got["frame"]["center_error_m"], 3.0 * 0.5 + 1.0 * 0.5)
+    assert 0.0 < got["turn"]["center_error_m"] < got["none"]["center_error_m"]
+    # a cue value the fit never saw falls back on the mean of everything
+    unseen = cue_priors(fit, [item(3, 1, (0.0, -1.5))])
+    assert unseen["frame + turn"]["center_error_m"] == 0.0
+    assert cue_priors([], test) == {} and cue_priors(fit, []) == {}
+    # grouped as the summaries group frame counts; the 12-frame object only in 8-16
+    late = item(1, 1, (0.0, 9.0), 12)
+    by = cue_priors_by_group([*fit, late], [*test, late])
+    assert by["1-4"]["none"]["n"] == 4 and by["8-16"]["frame + turn"]["center_error_m"] == 0.0
+    text = cue_sentences(by)
+    assert len(text) == 2 and text[0].startswith(
+        "The objects only later frames show, 1-4 frames (4)"
+    )
+    assert "errs by 2.58 m knowing nothing" in text[0] and "0.50 m knowing that frame's" in text[0]
+
+
+def mean_dist(items, point):
+    return sum(math.dist(c, point) for _, c in items) / len(items)
+
+
 def test_think_follows_is_the_share_of_letters_that_are_the_thinks_named_option(qvs):
     from v2lo_utils.benchmark import headline
     from v2lo_utils.cogmap import CogMap, format_response

@@ -295,3 +295,34 @@ def test_target_maps_follow_the_question_order(train_ds):
         names = [o["object_name"] for o in r["map"]]
         wanted = list(dict.fromkeys(question_names(r["task"], r["params"])))
         assert list(dict.fromkeys(names)) == wanted
+
+
+def test_later_views_give_the_camera_motion_an_object_only_later_frames_show_needs(train_ds):
+    import math
+
+    from v2lo_utils.dataset import later_objects
+
+    rows = train_ds.rows["train"]
+    found = 0
+    for row in rows:
+        scene, _ = train_ds.scene(row["scene_id"])
+        clip = scene.clip(row["clip_id"])
+        cams = scene.cameras_in_map(clip, row["frame_indices"])
+        views = train_ds.later_views(row)
+        assert len(views) == len(row["map"]) == len(row["visibility"])
+        for pixels, view in zip(row["visibility"], views, strict=True):
+            if pixels[0] > 0 or not any(pixels):
+                assert view is None
+                continue
+            found += 1
+            assert pixels[view["frame"]] > 0 and not any(pixels[: view["frame"]])
+            # the heading from the frame's forward direction in the map frame (ccw from +y)
+            fx, fy = cams[view["frame"]][1]
+            assert view["heading"] == round(math.degrees(math.atan2(-fx, fy)) / 90) % 4
+            turn = clip.poses[-1].yaw - clip.poses[0].yaw
+            assert view["turn"] == (1 if turn > 0 else -1)
+    assert found > 10
+    items = later_objects(train_ds, rows)
+    assert len(items) == found
+    cue, center = items[0]
+    assert set(cue) == {"frame", "turn", "heading", "num_frames"} and len(center) == 2

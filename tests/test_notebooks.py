@@ -93,6 +93,15 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
     }
     assert qvs["summaries"]["after GRPO"]["counts"]["questions"] == 20
     assert qvs["diagnostics"]["ground_truth"]["overall"] == 1.0
+    # what reading the camera's motion is worth, from the same rows and training set
+    from v2lo_utils.baselines import cue_priors_by_group
+    from v2lo_utils.dataset import Dataset, later_objects
+
+    train_ds = Dataset.load(tmp_path / "train")
+    fit = later_objects(train_ds, train_ds.rows["train"])
+    qvs_ds = Dataset.load(tmp_path / "qvs")
+    cues = cue_priors_by_group(fit, later_objects(qvs_ds, qvs_ds.rows["qvs"][:20]))
+    assert cues and qvs["later_cues"] == json.loads(json.dumps(cues))
     preds = (result.run_dir / "predictions" / "after_grpo.jsonl").read_text().splitlines()
     assert len(preds) == 20
     # the controls: the same questions with another scene's frames, in every evaluation
@@ -112,6 +121,7 @@ def test_pipeline_runs_headless_under_smoke(tmp_path):
     assert "after SFT: 4 steps in" in report
     assert "SFT + GRPO, map reward: held-out paper reward, greedy" in report
     assert "after GRPO: better than SFT? " in report  # the smoke profile evaluates GRPO only
+    assert all(f"The objects only later frames show, {g} frames" in report for g in cues)
     sft["after"]["format_rate"] = 0.123456
     (result.run_dir / "02_sft_metrics.json").write_text(json.dumps(sft))
     from v2lo_utils.report import qvs_report

@@ -3,6 +3,9 @@
 - :func:`blind_predictions`: one fixed completion per task, seeing neither frames nor question;
 - :func:`question_only_predictions`: the question's objects at their mean training boxes, and
   the answer ``solve`` computes from that map (what a model that cannot see would write);
+- :func:`cue_priors`: for the objects only later frames show, the error of priors that know
+  one cue of the camera's motion (which frame shows the object, the turn direction, the frame's
+  heading): what reading that cue from the frames is worth;
 - :func:`diagnostics`: every question answered with the one ``solve`` from the ground-truth map
   (must score 1.0), grid maps (N x N over the room) and maps with Gaussian noise on every box
   coordinate, which measures the metric-vs-grid claim at the level of the representation.
@@ -12,12 +15,13 @@ Baseline predictions are {id: {"id", "completion"}}, scored like any model's.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 from statistics import mean
 
-from .benchmark import row_kind
+from .benchmark import FRAME_GROUPS, row_kind
 from .cogmap import CogMap, ObjectBox, format_response
 from .questions import MC, TASKS, question_names, solve, write_think
 from .scoring import answer_score
@@ -79,6 +83,62 @@ def diagnostics(
         ]
         noise[str(sigma)] = _by_task(rows, scores)
     out["noise"] = noise
+    return out
+
+
+# the cues a model could read from the frames about an object only later frames show, and what a
+# prior on each is worth (cue_priors): none, the frame that first shows it, the camera's turn
+# direction, both, and that frame's heading from the first camera's (Dataset.later_views)
+CUES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "frame": ("frame",),
+    "turn": ("turn",),
+    "frame + turn": ("frame", "turn"),
+    "heading": ("heading",),
+}
+
+
+def cue_priors(
+    fit: Sequence[tuple[dict, tuple[float, float]]],
+    test: Sequence[tuple[dict, tuple[float, float]]],
+    cues: dict[str, tuple[str, ...]] = CUES,
+) -> dict[str, dict]:
+    """What knowing a cue is worth for placing the objects only later frames show: per named cue
+    set, the mean center error (m, map frame) on ``test`` of a prior that puts each object at
+    the mean center of the ``fit`` objects with the same values of those cues and frame count
+    (of all ``fit`` objects where none has them), and ``n``. Items are (cues, true center),
+    as :func:`~v2lo_utils.dataset.later_objects` gives them; {} when either is empty."""
+    if not fit or not test:
+        return {}
+
+    def mean_center(items) -> tuple[float, float]:
+        return mean(c[0] for _, c in items), mean(c[1] for _, c in items)
+
+    everything = mean_center(fit)
+    out = {}
+    for name, keys in cues.items():
+        groups: dict[tuple, list] = defaultdict(list)
+        for item in fit:
+            groups[(item[0]["num_frames"], *(item[0][k] for k in keys))].append(item)
+        means = {key: mean_center(items) for key, items in groups.items()}
+        errors = [
+            math.dist(means.get((cue["num_frames"], *(cue[k] for k in keys)), everything), c)
+            for cue, c in test
+        ]
+        out[name] = {"center_error_m": mean(errors), "n": len(errors)}
+    return out
+
+
+def cue_priors_by_group(
+    fit: Sequence[tuple[dict, tuple[float, float]]],
+    test: Sequence[tuple[dict, tuple[float, float]]],
+) -> dict[str, dict]:
+    """:func:`cue_priors` per frame-count group of ``test`` (1-4 frames, 8-16), as the
+    summaries' ``map_by_view`` groups them; groups without objects left out."""
+    out = {}
+    for group, counts in FRAME_GROUPS.items():
+        if priors := cue_priors(fit, [t for t in test if t[0]["num_frames"] in counts]):
+            out[group] = priors
     return out
 
 

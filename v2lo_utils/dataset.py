@@ -412,6 +412,48 @@ class Dataset:
         px = np.asarray(clip_doc["visible_pixels"])[row["frame_indices"]]
         return scene, {i for i, m in enumerate(px.max(axis=0)) if m < self.min_pixels}
 
+    def later_views(self, row: dict, scene: Scene | None = None) -> list[dict | None]:
+        """Per object of the row's map (its ``visibility`` order), for an object the first sampled
+        frame does not show (no pixel) and a later one does: ``frame``, the index among the
+        sampled frames of the first that shows it; ``turn``, +1 where the camera turns left
+        (counter-clockwise from above) over the clip, -1 right; ``heading``, that frame's camera
+        heading from the first camera's, in quarter turns counter-clockwise (0-3, nearest).
+        None for an object the first frame shows or no sampled frame shows. What a model must
+        know of the camera's motion to place such an object in the first camera's map frame.
+        ``scene``: the row's, when the caller has it loaded."""
+        scene = scene or self.scene(row["scene_id"])[0]
+        poses = scene.clip(row["clip_id"]).poses
+        yaws = [poses[i].yaw for i in row["frame_indices"]]
+        turn = 1 if poses[-1].yaw >= poses[0].yaw else -1
+        out: list[dict | None] = []
+        for pixels in row.get("visibility") or []:
+            later = [f for f, v in enumerate(pixels) if v > 0]
+            if not later or later[0] == 0:
+                out.append(None)
+                continue
+            f = later[0]
+            heading = round((yaws[f] - yaws[0]) / 90.0) % 4
+            out.append({"frame": f, "turn": turn, "heading": heading})
+        return out
+
+
+def later_objects(ds: Dataset, rows: Sequence[dict]) -> list[tuple[dict, tuple[float, float]]]:
+    """(cues, true center in m, map frame) of every object of ``rows`` that only later sampled
+    frames show (:meth:`Dataset.later_views`), for :func:`~v2lo_utils.baselines.cue_priors`;
+    each cue dict also holds the row's ``num_frames``."""
+    out, scenes = [], {}
+    for row in rows:
+        if row["scene_id"] not in scenes:
+            scenes[row["scene_id"]] = ds.scene(row["scene_id"])[0]
+        truth = CogMap.from_json(row["map"])
+        views = ds.later_views(row, scenes[row["scene_id"]])
+        if len(views) != len(truth.objects):  # a row without visibility
+            continue
+        for obj, view in zip(truth.objects, views, strict=True):
+            if view is not None:
+                out.append(({**view, "num_frames": row["num_frames"]}, obj.center))
+    return out
+
 
 def visibility_table(
     ds: Dataset, frame_counts: Sequence[int] = FRAME_COUNTS

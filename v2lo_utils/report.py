@@ -70,11 +70,14 @@ def qvs_report(
     diag: dict,
     frame_figs: list,
     sources: dict[str, str] | None = None,
+    later_cues: dict | None = None,
 ) -> Path:
     """report.html and 05_qvs_metrics.json for a run: QVS-Bench-Sim tables and figures, the
     training stages' metrics from the run folder, and the model-free diagnostics. ``sources``
     (label -> the model each summary evaluated, as notebook 05's ``models``) lets the report
-    say whether each GRPO stage improved on its SFT model (:func:`grpo_verdict`)."""
+    say whether each GRPO stage improved on its SFT model (:func:`grpo_verdict`);
+    ``later_cues`` (:func:`~v2lo_utils.baselines.cue_priors_by_group`), what reading the
+    camera's motion is worth for the objects only later frames show (:func:`cue_sentences`)."""
     from .benchmark import HEADLINE_KEYS
     from .figures import (
         compare_figure,
@@ -87,7 +90,8 @@ def qvs_report(
 
     run = RunFolder(run_dir)
     lean = {label: {k: v for k, v in s.items() if k != "records"} for label, s in summaries.items()}
-    run.write_metrics("qvs", {"summaries": lean, "diagnostics": diag})
+    later_cues = later_cues or {}
+    run.write_metrics("qvs", {"summaries": lean, "diagnostics": diag, "later_cues": later_cues})
     stages = stage_metrics(run_dir)
     training = []
     for name, (before, after, title) in STAGE_PANELS.items():
@@ -122,6 +126,7 @@ def qvs_report(
                 "rule; map recall and center error compare the written map with the question's "
                 "objects.",
                 *verdicts(summaries),
+                *cue_sentences(later_cues),
                 *improved,
             ],
         ),
@@ -352,6 +357,25 @@ def view_sentence(
     if not parts:
         return None
     return f"{label}, {group} frames, center error of the objects " + "; ".join(parts) + "."
+
+
+def cue_sentences(later_cues: dict) -> list[str]:
+    """Per frame-count group, what knowing the camera's motion is worth for the objects only
+    later frames show (:func:`~v2lo_utils.baselines.cue_priors_by_group`): the error of a prior
+    that knows nothing of it, the frame that shows the object and the turn direction, or that
+    frame's heading; the models' errors on those objects are in their view sentences."""
+    out = []
+    for group, priors in later_cues.items():
+        err = {k: _fmt(v.get("center_error_m")) for k, v in priors.items()}
+        out.append(
+            f"The objects only later frames show, {group} frames "
+            f"({(priors.get('none') or {}).get('n', 0)}): a prior fitted on the training set errs"
+            f" by {err.get('none', '-')} m knowing nothing of the camera's motion,"
+            f" {err.get('frame + turn', '-')} m knowing which frame shows the object and which"
+            f" way the camera turns, {err.get('heading', '-')} m knowing that frame's heading"
+            " from the first camera's: what reading the camera's motion from the frames is worth."
+        )
+    return out
 
 
 def control_verdicts(label: str, summary: dict, question_only: dict | None = None) -> list[str]:
