@@ -226,7 +226,10 @@ def test_cue_priors_score_each_cue_by_the_prior_it_allows():
     assert len(text) == 2 and text[0].startswith(
         "The objects only later frames show, 1-4 frames (4)"
     )
-    assert "errs by 2.58 m knowing nothing" in text[0] and "0.50 m knowing that frame's" in text[0]
+    assert (
+        "errs by 2.58 m knowing only that the first frame does not show them" in text[0]
+        and "0.50 m knowing that frame's" in text[0]
+    )
 
 
 def mean_dist(items, point):

@@ -362,7 +362,7 @@ def view_sentence(
 def cue_sentences(later_cues: dict) -> list[str]:
     """Per frame-count group, what knowing the camera's motion is worth for the objects only
     later frames show (:func:`~v2lo_utils.baselines.cue_priors_by_group`): the error of a prior
-    that knows nothing of it, the frame that shows the object and the turn direction, or that
+    that knows only that the first frame does not show them, the frame that shows the object and the turn direction, or that
     frame's heading; the models' errors on those objects are in their view sentences."""
     out = []
     for group, priors in later_cues.items():
@@ -370,7 +370,7 @@ def cue_sentences(later_cues: dict) -> list[str]:
         out.append(
             f"The objects only later frames show, {group} frames "
             f"({(priors.get('none') or {}).get('n', 0)}): a prior fitted on the training set errs"
-            f" by {err.get('none', '-')} m knowing nothing of the camera's motion,"
+            f" by {err.get('none', '-')} m knowing only that the first frame does not show them,"
             f" {err.get('frame + turn', '-')} m knowing which frame shows the object and which"
             f" way the camera turns, {err.get('heading', '-')} m knowing that frame's heading"
             " from the first camera's: what reading the camera's motion from the frames is worth."
