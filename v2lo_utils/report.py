@@ -362,8 +362,9 @@ def view_sentence(
 def cue_sentences(later_cues: dict) -> list[str]:
     """Per frame-count group, what knowing the camera's motion is worth for the objects only
     later frames show (:func:`~v2lo_utils.baselines.cue_priors_by_group`): the error of a prior
-    that knows only that the first frame does not show them, the frame that shows the object and the turn direction, or that
-    frame's heading; the models' errors on those objects are in their view sentences."""
+    that knows only that the first frame does not show them, or also the frame that shows the
+    object and the turn direction, or that frame's heading; the models' errors on those objects
+    are in their view sentences."""
     out = []
     for group, priors in later_cues.items():
         err = {k: _fmt(v.get("center_error_m")) for k, v in priors.items()}
