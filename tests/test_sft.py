@@ -197,6 +197,58 @@ def test_time_budget_stops_and_saves_and_frozen_vision_stays_put(tiny_workspace,
     assert any((before[k] != after[k]).any() for k in language)
 
 
+def test_cooldown_scales_each_optimizer_steps_learning_rate(tmp_path):
+    """The cooldown's factor reaches the optimizer at every step (the transformers Trainer calls
+    on_pre_optimizer_step with it), on top of the schedule, and bad shares are refused."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from v2lo_utils.errors import ParameterError
+    from v2lo_utils.training import learning_rate_factor, time_budget
+
+    assert [learning_rate_factor(x, 0.5) for x in (0.0, 0.5, 0.75, 1.0, 1.2)] == [1, 1, 0.5, 0, 0]
+    assert learning_rate_factor(0.99, 0.0) == 1.0
+    with pytest.raises(ParameterError, match="cooldown"):
+        time_budget(10.0, cooldown=1.5)
+
+    class Line(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def forward(self, x, labels=None):
+            return {"loss": ((self.w(x).squeeze(-1) - labels) ** 2).mean()}
+
+    class Rates(TrainerCallback):
+        def __init__(self) -> None:
+            self.seen = []
+
+        def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            self.seen.append(optimizer.param_groups[0]["lr"])
+
+    rows = [{"x": torch.ones(2), "labels": torch.tensor(1.0)} for _ in range(40)]
+    rates, budget = Rates(), time_budget(0.0, cooldown=0.5, max_steps=10)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=10,
+        learning_rate=0.1,
+        per_device_train_batch_size=2,
+        lr_scheduler_type="constant",
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    Trainer(model=Line(), args=args, train_dataset=rows, callbacks=[budget, rates]).train()
+    assert rates.seen == pytest.approx([0.1] * 6 + [0.08, 0.06, 0.04, 0.02])
+    assert budget.summary() == {"share": 0.5, "from_step": 7, "last_factor": pytest.approx(0.2)}
+    text = steps_sentence(
+        "SFT", {"global_step": 10, "train_seconds": 1, "cooldown": budget.summary()}
+    )
+    assert "falling linearly to 0 over the run's last 50% (from step 7; last factor 0.20)" in text
+    assert time_budget(10.0).summary() is None
+
+
 def lookup_rows(ds, n, seek: bool = False):
     """The first ``n`` training rows with a map, with their lookup targets (and with ``seek``,
     the seek head's), as ``train_sft`` gives them to the collator."""

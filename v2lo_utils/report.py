@@ -291,6 +291,10 @@ def steps_sentence(label: str, train: dict) -> str:
     text = f"{label}: {steps} steps in {secs or 0:.0f} s"
     if train.get("stopped_by_budget"):
         text += ", stopped by its wall-clock budget (max_seconds)"
+    if cool := train.get("cooldown"):
+        text += f", the learning rate falling linearly to 0 over the run's last {cool['share']:.0%}"
+        if cool.get("from_step"):
+            text += f" (from step {cool['from_step']}; last factor {cool['last_factor']:.2f})"
     for name, target in HEAD_LOSSES.items():
         if head := train.get(name):
             text += (

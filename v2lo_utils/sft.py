@@ -454,7 +454,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     on_gpu = torch.cuda.is_available()
     world = world_size()
     args = SFTConfig(**sft_config_kwargs(p, on_gpu, world))
-    budget = time_budget(p.max_seconds)
+    budget = time_budget(p.max_seconds, p.cooldown, p.max_steps)
     trainer_class = lookup_trainer(SFTTrainer, *weights) if extra else SFTTrainer
     trainer = trainer_class(
         model=model,
@@ -478,6 +478,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
         samples_per_second=samples / max(run["train_seconds"], 1e-9),
         parameters={**count_parameters(model), "backend": backend, "mode": p.mode},
         stopped_by_budget=budget.stopped,
+        cooldown=budget.summary(),
         **{
             h: _head_loss(run["log_history"], f"{h}_loss", w)
             for h, w in zip(HEADS, weights, strict=True)

@@ -44,6 +44,9 @@ class StageParams:
     seed: int = 0
     freeze_vision: bool = False  # full mode: keep the vision tower (a preset's perception) fixed
     max_seconds: float = 0.0  # wall-clock budget of the training loop; 0: none
+    # the last share of the run (of max_seconds or max_steps, whichever ends it first) over which
+    # the learning rate falls linearly to 0 on top of its schedule (learning_rate_factor); 0: none
+    cooldown: float = 0.0
     model_cache: str = "outputs/models"
     extra: dict = field(default_factory=dict)  # further trainer-config arguments
 
@@ -97,6 +100,7 @@ class StageResult:
     log_history: list[dict]
     stopped_by_budget: bool = False  # max_seconds ended it before max_steps
     threads: dict | None = None  # the CPU thread counts chosen while it ran (threads.py)
+    cooldown: dict | None = None  # the learning rate's cooldown: share, first step, last factor
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -137,22 +141,58 @@ def budget_spent(start: float, seconds: float) -> bool:
     return bool(seconds) and time.perf_counter() - start >= seconds
 
 
-def time_budget(seconds: float):
+def learning_rate_factor(progress: float, cooldown: float) -> float:
+    """The factor on the scheduled learning rate at ``progress`` (the share of the run done, 0-1)
+    with a ``cooldown`` share: 1 until 1 - cooldown, then falling linearly to 0 at the end
+    (warmup-stable-decay); always 1 without a cooldown."""
+    if not 0.0 <= cooldown <= 1.0:
+        raise ParameterError(f"cooldown must be a share of the run in [0, 1], not {cooldown}")
+    if cooldown == 0.0:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - progress) / cooldown))
+
+
+def time_budget(seconds: float, cooldown: float = 0.0, max_steps: int = -1):
     """A trainer callback that ends training (saving a checkpoint) once ``seconds`` of wall-clock
     time have passed since training, or its resumption, began; its ``stopped`` says whether it
-    did. 0 means no budget."""
+    did. 0 means no budget. With a ``cooldown`` share, every optimizer step's learning rate is
+    the schedule's times :func:`learning_rate_factor` of the run's progress: the larger of the
+    budget's elapsed share and the steps' (``max_steps``; < 1: steps do not count), so a slow
+    machine cools down within its budget as a fast one does within its steps; ``factor`` is the
+    last factor applied."""
     from transformers import TrainerCallback
+
+    learning_rate_factor(0.0, cooldown)  # refuses a bad share before training starts
 
     class TimeBudget(TrainerCallback):
         def __init__(self) -> None:
-            self.seconds, self.start, self.stopped = seconds, 0.0, False
+            self.seconds, self.start, self.stopped, self.factor = seconds, 0.0, False, 1.0
+            self.cooling_from: int | None = None  # the first step the factor was below 1
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.perf_counter()
 
+        def progress(self, step: int) -> float:
+            by_time = (time.perf_counter() - self.start) / self.seconds if self.seconds else 0.0
+            return max(by_time, step / max_steps if max_steps > 0 else 0.0)
+
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            if cooldown and optimizer is not None:  # the scheduler resets the rate after the step
+                self.factor = learning_rate_factor(self.progress(state.global_step), cooldown)
+                if self.factor < 1.0 and self.cooling_from is None:
+                    self.cooling_from = state.global_step + 1
+                for group in optimizer.param_groups:
+                    group["lr"] *= self.factor
+
         def on_step_end(self, args, state, control, **kwargs):
             if budget_spent(self.start, self.seconds):
                 control.should_training_stop = control.should_save = self.stopped = True
+
+        def summary(self) -> dict | None:
+            """The cooldown as :class:`StageResult` records it (None without one)."""
+            if not cooldown:
+                return None
+            return {"share": cooldown, "from_step": self.cooling_from, "last_factor": self.factor}
 
     return TimeBudget()
 
