@@ -227,7 +227,7 @@ def test_cooldown_scales_each_optimizer_steps_learning_rate(tmp_path):
             self.seen.append(optimizer.param_groups[0]["lr"])
 
     rows = [{"x": torch.ones(2), "labels": torch.tensor(1.0)} for _ in range(40)]
-    rates, budget = Rates(), time_budget(0.0, cooldown=0.5, max_steps=10)
+    rates, budget = Rates(), time_budget(0.0, cooldown=0.5)
     args = TrainingArguments(
         output_dir=str(tmp_path),
         max_steps=10,

@@ -168,7 +168,7 @@ def train_grpo(p: GRPOParams, callbacks: list | None = None) -> GRPOResult:
     # expects it to be 'left', as its own processors are loaded (else mm_token_type_ids and the
     # left-padded prompt ids disagree when prompts differ in length)
     loaded.processor.tokenizer.padding_side = "left"
-    budget = time_budget(p.max_seconds, p.cooldown, p.max_steps)
+    budget = time_budget(p.max_seconds, p.cooldown)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=funcs,

@@ -152,14 +152,14 @@ def learning_rate_factor(progress: float, cooldown: float) -> float:
     return min(1.0, max(0.0, (1.0 - progress) / cooldown))
 
 
-def time_budget(seconds: float, cooldown: float = 0.0, max_steps: int = -1):
+def time_budget(seconds: float, cooldown: float = 0.0):
     """A trainer callback that ends training (saving a checkpoint) once ``seconds`` of wall-clock
     time have passed since training, or its resumption, began; its ``stopped`` says whether it
     did. 0 means no budget. With a ``cooldown`` share, every optimizer step's learning rate is
     the schedule's times :func:`learning_rate_factor` of the run's progress: the larger of the
-    budget's elapsed share and the steps' (``max_steps``; < 1: steps do not count), so a slow
-    machine cools down within its budget as a fast one does within its steps; ``factor`` is the
-    last factor applied."""
+    budget's elapsed share and the steps' (of the trainer's ``state.max_steps``, which it derives
+    from max_steps or the epochs), so a slow machine cools down within its budget as a fast one
+    does within its steps; ``factor`` is the last factor applied."""
     from transformers import TrainerCallback
 
     learning_rate_factor(0.0, cooldown)  # refuses a bad share before training starts
@@ -172,13 +172,15 @@ def time_budget(seconds: float, cooldown: float = 0.0, max_steps: int = -1):
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.perf_counter()
 
-        def progress(self, step: int) -> float:
+        def progress(self, step: int, max_steps: int) -> float:
             by_time = (time.perf_counter() - self.start) / self.seconds if self.seconds else 0.0
             return max(by_time, step / max_steps if max_steps > 0 else 0.0)
 
         def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
             if cooldown and optimizer is not None:  # the scheduler resets the rate after the step
-                self.factor = learning_rate_factor(self.progress(state.global_step), cooldown)
+                self.factor = learning_rate_factor(
+                    self.progress(state.global_step, state.max_steps), cooldown
+                )
                 if self.factor < 1.0 and self.cooling_from is None:
                     self.cooling_from = state.global_step + 1
                 for group in optimizer.param_groups:
