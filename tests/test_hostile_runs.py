@@ -13,7 +13,13 @@ import nbformat
 import psutil
 import pytest
 
-from v2lo_utils.dataset import BuildConfig, build_qvs_bench, build_training_set, read_jsonl
+from v2lo_utils.dataset import (
+    DATA_VERSION,
+    BuildConfig,
+    build_qvs_bench,
+    build_training_set,
+    read_jsonl,
+)
 from v2lo_utils.errors import DataError, ParameterError, V2loError
 from v2lo_utils.runner import RunError, run_profile
 
@@ -232,7 +238,8 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 def test_resume_of_a_stamp_without_settings_is_refused(tmp_path):
     cfg = BuildConfig(scenes=1, seed=4, image_size=32, workers=1)
     build_training_set(tmp_path, cfg)
-    (tmp_path / "build.json").write_text('{"kind": "training", "data_version": 3}')
+    stamp = {"kind": "training", "data_version": DATA_VERSION}
+    (tmp_path / "build.json").write_text(json.dumps(stamp))
     with pytest.raises(DataError, match=r"does not record its settings .*delete it"):
         build_training_set(tmp_path, cfg)
     (tmp_path / "build.json").write_text("{oops")

@@ -1,6 +1,8 @@
 """Question types of spec section 2: templates, answer geometry, one solve, the well-posedness rules."""
 
+import math
 import random
+import re
 
 import pytest
 from hypothesis import given
@@ -302,3 +304,57 @@ def test_each_task_explains_itself_with_arrows():
                 (start, end, _), (a, b) = arrows[0], (scene.find(n).bbox for n in q.names())
                 assert math.dist(start, end) == pytest.approx(geo.closest_distance(a, b))
     assert seen == set(TASKS)
+
+
+PAIR = r"\((-?\d+\.\d), (-?\d+\.\d)\)"
+
+
+@given(
+    st.integers(0, 10**6),
+    st.sampled_from(["vertical_direction", "horizontal_direction", "relative_direction"]),
+)
+def test_direction_thinks_run_on_their_own_one_decimal_numbers(seed, task):
+    """Every number a direction think writes has the map's one decimal, follows from the map and
+    the numbers written before it, and the signs it states give the answer: a think the model
+    can execute from its own map, a step at a time."""
+    rng = random.Random(seed)
+    scene = random_scene_map(rng, 10)
+    q = generate_question(task, scene, rng)
+    if q is None:
+        return
+    target = make_target(q, scene)
+    r = parse_response(target)
+    think = r.think
+    assert all(re.fullmatch(r"-?\d+\.\d", n) for n in re.findall(r"-?\d+\.\d+", think))
+    names = q.params["objects"]
+    cents, frame_text = re.match(r"Centroids from the map: (.*?)\. (.*?)\. v = ", think).group(1, 2)
+    got = {n: (float(x), float(y)) for n, x, y in re.findall(r"(\w+) " + PAIR, cents)}
+    for n in names:  # each centroid: the map's box centre at 0.1 m
+        box = r.cogmap.find(n).bbox
+        want = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        assert got[n] == pytest.approx(want, abs=0.05 + 1e-9)
+    pairs = [tuple(map(float, p)) for p in re.findall(PAIR, frame_text)]
+    c = [got[n] for n in names]
+    if task == "relative_direction":
+        f, rr = (0.0, 1.0), (1.0, 0.0)
+    else:
+        a, b = c[0], c[1]
+        d = (b[0] - a[0], b[1] - a[1])
+        u = (d[0] / math.hypot(*d), d[1] / math.hypot(*d))
+        if task == "vertical_direction":
+            f, rr = pairs
+            assert f == pytest.approx(u, abs=0.05 + 1e-9) and rr == (f[1], -f[0])
+        else:
+            rr, f = pairs
+            side = 1 if q.params["variant"] == "right" else -1
+            assert rr == pytest.approx((side * u[0], side * u[1]), abs=0.05 + 1e-9)
+            assert f == (-rr[1], rr[0])
+    v = tuple(map(float, re.search(r"v = \w+ - \w+ = " + PAIR, think).group(1, 2)))
+    assert v == pytest.approx((c[-2][0] - c[-1][0], c[-2][1] - c[-1][1]), abs=1e-9)
+    front = v[0] * f[0] + v[1] * f[1] > 0
+    right = v[0] * rr[0] + v[1] * rr[1] > 0
+    assert f"v.f {'> 0, so front' if front else '<= 0, so back'}" in think
+    assert f"v.r {'> 0, so right' if right else '<= 0, so left'}" in think
+    label = f"{'Right' if right else 'Left'}-{'Front' if front else 'Back'}"
+    assert f"is {label} of the" in think and label == q.params["options"][LETTERS.index(r.answer)]
+    assert r.answer == q.answer

@@ -44,7 +44,7 @@ from .schema import check_dataset_row
 from .simulator import Scene, make_scene, sample_indices
 from .workers import parent_bound_pool
 
-DATA_VERSION = 3  # bump when rows or targets change: a build never mixes versions
+DATA_VERSION = 4  # bump when rows or targets change: a build never mixes versions
 FRAME_COUNTS = (1, 4, 8, 12, 16)
 CLIP_FRAMES = 16
 MIN_VISIBLE_FRACTION = 0.0006  # of the frame's pixels: 30 px at 224 x 224

@@ -34,7 +34,7 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 COORD_TOKENS = tuple(f"{i / 10:.1f}" for i in range(-80, 81))
-PRESET_VERSION = 9  # bump when the preset recipe changes: cached presets are rebuilt
+PRESET_VERSION = 10  # bump when the preset recipe changes: cached presets are rebuilt
 
 
 VISION_TOKENS = (

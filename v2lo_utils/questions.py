@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import geometry as geo
@@ -138,10 +138,6 @@ def _paren(x: float) -> str:
     return f"({x:.1f})" if x < 0 else f"{x:.1f}"
 
 
-def _sign(x: float, pos: str, neg: str) -> str:
-    return f"{x:.2f} > 0, so {pos}" if x > 0 else f"{x:.2f} <= 0, so {neg}"
-
-
 Arrow = tuple[geo.Vec, geo.Vec, str]
 
 
@@ -214,25 +210,58 @@ class Task:
         return []
 
 
-def _centroid_line(names: list[str], centers: list[geo.Vec]) -> str:
-    cents = "; ".join(f"{n} {_p(c)}" for n, c in zip(names, centers, strict=True))
+def _centroid_line(
+    names: list[str], centers: list[geo.Vec], fmt: Callable[[geo.Vec], str] = _p
+) -> str:
+    cents = "; ".join(f"{n} {fmt(c)}" for n, c in zip(names, centers, strict=True))
     return f"Centroids from the map: {cents}."
+
+
+def _t(x: float) -> float:
+    """``x`` at the map's resolution (0.1 m), as the direction think writes it (never -0.0)."""
+    return round(x, 1) + 0.0
+
+
+def _tv(v: geo.Vec) -> geo.Vec:
+    return (_t(v[0]), _t(v[1]))
+
+
+def _p1(v: geo.Vec) -> str:
+    return f"({_t(v[0]):.1f}, {_t(v[1]):.1f})"
+
+
+def _side(x: float, pos: str, neg: str) -> str:
+    return f"> 0, so {pos}" if x > 0 else f"<= 0, so {neg}"
 
 
 @dataclass(frozen=True)
 class _Direction(Task):
-    """Where object C lies from D in a local frame (forward f, right r): a quadrant option."""
+    """Where object C lies from D in a local frame (forward f, right r): a quadrant option.
 
-    def frame_lines(self, names: list[str], p: dict, f: Facts) -> list[str]:
+    The think works at the map's resolution: every number it writes has one decimal (one
+    coordinate token of the presets), each computed from the numbers written before it (the
+    centroids, the frame's unit vectors, v), and only the signs of v.f and v.r, which decide the
+    quadrant, are stated; the answer's margin from every boundary (:data:`MIN_MARGIN_DEG`) keeps
+    those signs equal to the exact geometry's."""
+
+    def local_frame(self, p: dict, cents: list[geo.Vec]) -> tuple[geo.Vec, geo.Vec]:
+        """(f, r) at the map's resolution from the think's rounded centroids."""
+        raise NotImplementedError
+
+    def frame_lines(self, names: list[str], p: dict, f: geo.Vec, r: geo.Vec) -> list[str]:
         raise NotImplementedError
 
     def think(self, names, p, f, result, answer):
         c, d = names[-2], names[-1]
+        cents = [_tv(x) for x in f["centers"]]
+        fwd, right = self.local_frame(p, cents)
+        v = _tv(geo.sub(cents[-2], cents[-1]))
         return [
-            _centroid_line(names, f["centers"]),
-            *self.frame_lines(names, p, f),
-            f"v = {c} - {d} = {_p(f['v'])}.",
-            f"v.f = {_sign(f['vf'], 'front', 'back')}; v.r = {_sign(f['vr'], 'right', 'left')}.",
+            _centroid_line(names, cents, _p1),
+            *self.frame_lines(names, p, fwd, right),
+            f"v = {c} - {d} = {_p1(v)}.",
+            f"v.f {_side(geo.dot(v, fwd), 'front', 'back')}; "
+            f"v.r {_side(geo.dot(v, right), 'right', 'left')}.",
             f"The {c} is {result} of the {d}: option {answer}.",
         ]
 
@@ -262,11 +291,13 @@ class _Vertical(_Direction):
         f = geo.unit(geo.sub(c[1], c[0]))
         return _local_quadrant(geo.sub(c[2], c[3]), f, geo.right_of(f), {"centers": c})
 
-    def frame_lines(self, names, p, f):
+    def local_frame(self, p, cents):
+        f = _tv(geo.unit(geo.sub(cents[1], cents[0])))
+        return f, _tv(geo.right_of(f))
+
+    def frame_lines(self, names, p, f, r):
         a, b = names[0], names[1]
-        return [
-            f"Forward f = unit({b} - {a}) = {_p(f['f'])}; right r = (f_y, -f_x) = {_p(f['r'])}."
-        ]
+        return [f"Forward f = unit({b} - {a}) = {_p1(f)}; right r = (f_y, -f_x) = {_p1(r)}."]
 
     def vectors(self, p, cm):
         pts = self.centers(p, cm)
@@ -298,12 +329,17 @@ class _Horizontal(_Direction):
             r = (-r[0], -r[1])
         return _local_quadrant(geo.sub(c[2], c[3]), geo.forward_of(r), r, {"centers": c})
 
-    def frame_lines(self, names, p, f):
+    def local_frame(self, p, cents):
+        r = geo.unit(geo.sub(cents[1], cents[0]))
+        r = _tv(r if p["variant"] == "right" else (-r[0], -r[1]))
+        return _tv(geo.forward_of(r)), r
+
+    def frame_lines(self, names, p, f, r):
         a, b = names[0], names[1]
         sign = "" if p["variant"] == "right" else "-"
         return [
             f"The {b} is to the {p['variant']} of the {a}, so right r = {sign}unit({b} - {a})"
-            f" = {_p(f['r'])}; forward f = (-r_y, r_x) = {_p(f['f'])}."
+            f" = {_p1(r)}; forward f = (-r_y, r_x) = {_p1(f)}."
         ]
 
     def vectors(self, p, cm):
@@ -322,7 +358,10 @@ class _Relative(_Direction):
             return None
         return _local_quadrant(geo.sub(c[0], c[1]), (0.0, 1.0), (1.0, 0.0), {"centers": c})
 
-    def frame_lines(self, names, p, f):
+    def local_frame(self, p, cents):
+        return (0.0, 1.0), (1.0, 0.0)
+
+    def frame_lines(self, names, p, f, r):
         return ["In the camera frame forward f = (0, 1) and right r = (1, 0)."]
 
     def vectors(self, p, cm):
