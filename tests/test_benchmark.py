@@ -236,6 +236,34 @@ def mean_dist(items, point):
     return sum(math.dist(c, point) for _, c in items) / len(items)
 
 
+def test_direction_rows_record_their_thinks_steps_and_the_summary_their_shares(qvs):
+    from v2lo_utils.benchmark import summarize_records, think_step_shares
+    from v2lo_utils.questions import DIRECTIONS
+
+    rows = [r for r in read_jsonl(qvs / "qvs_bench.jsonl") if r["task"] in DIRECTIONS]
+    assert len(rows) >= 4
+    recs = [score_row(r, r["target"]) for r in rows]  # the targets: every step follows
+    assert all(rec["think_steps"]["v"] and rec["think_steps"]["option"] for rec in recs)
+    wrong = rows[0]["target"].replace("option ", "option X", 1)  # no letter after 'option'
+    recs.append(score_row(rows[0], wrong))
+    assert recs[-1]["think_steps"]["option"] is False
+    recs.append(score_row(rows[0], "<map>[]</map><think>t</think><answer>A</answer>"))
+    assert recs[-1].get("think_steps") is None  # no map: nothing to judge against
+    other = [r for r in read_jsonl(qvs / "qvs_bench.jsonl") if r["task"] not in DIRECTIONS]
+    recs.append(score_row(other[0], other[0]["target"]))
+    assert "think_steps" not in recs[-1]
+    got = think_step_shares(recs)
+    assert got["n"] == len(rows) + 1
+    assert got["option"] == pytest.approx(len(rows) / (len(rows) + 1))
+    assert got["centroids"] == got["v"] == got["signs"] == got["quadrant"] == 1.0
+    relative = sum(r["task"] == "relative_direction" for r in rows) + (
+        rows[0]["task"] == "relative_direction"
+    )
+    assert got["frame"] == (None if relative == len(rows) + 1 else 1.0)
+    assert summarize_records(recs)["think_steps"] == got
+    assert think_step_shares([]) == {"n": 0, **dict.fromkeys(got.keys() - {"n"})}
+
+
 def test_think_follows_is_the_share_of_letters_that_are_the_thinks_named_option(qvs):
     from v2lo_utils.benchmark import headline
     from v2lo_utils.cogmap import CogMap, format_response
@@ -537,6 +565,14 @@ def test_control_verdicts_say_whether_maps_come_from_frames_and_answers_from_map
         "its own answers 30.0%. Its letter is the option its think names in 25.0% of the 40"
         " answers whose think names one."
     )
+    steps = {"n": 8, "centroids": 0.125, "frame": 0.0, "v": 0.5, "signs": 0.25}
+    steps |= {"quadrant": 1.0, "option": None}
+    assert control_verdicts("m", {**named, "think_steps": steps})[2].endswith(
+        "whose think names one. Its direction thinks, step by step, each judged on the think's "
+        "own earlier numbers (8 thinks): centroids from its map 12%, frame from its centroids 0%,"
+        " v from its centroids 50%, signs from its v and frame 25%, quadrant from its signs 100%."
+    )
+    assert control_verdicts("m", {**named, "think_steps": {"n": 0}})[2].endswith("names one.")
     blind = {**sees, "map_by_group": {"1-4": group(2.0), "all": group(2.0, cons=0.2)}}
     lines = control_verdicts("m", blind)  # no better than another scene's frames
     assert "maps from the frames? no" in lines[0] and "answers from its maps? no" in lines[1]

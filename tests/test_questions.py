@@ -23,6 +23,7 @@ from v2lo_utils.questions import (
     make_target,
     relevant_map,
     solve,
+    think_steps,
     write_think,
 )
 from v2lo_utils.rewards import paper_score
@@ -358,3 +359,68 @@ def test_direction_thinks_run_on_their_own_one_decimal_numbers(seed, task):
     label = f"{'Right' if right else 'Left'}-{'Front' if front else 'Back'}"
     assert f"is {label} of the" in think and label == q.params["options"][LETTERS.index(r.answer)]
     assert r.answer == q.answer
+
+
+@given(
+    st.integers(0, 10**6),
+    st.sampled_from(["vertical_direction", "horizontal_direction", "relative_direction"]),
+)
+def test_think_steps_judge_each_step_on_the_thinks_own_numbers(seed, task):
+    rng = random.Random(seed)
+    scene = random_scene_map(rng, 10)
+    q = generate_question(task, scene, rng)
+    if q is None:
+        return
+    r = parse_response(make_target(q, scene))
+    own = think_steps(task, q.params, r.think, r.cogmap)
+    frame = None if task == "relative_direction" else True
+    assert own == {
+        "centroids": True,
+        "frame": frame,
+        "v": True,
+        "signs": True,
+        "quadrant": True,
+        "option": True,
+    }
+    # the think against another map: only the centroids leave it, the later steps still follow
+    moved = CogMap.from_json(
+        [{**o, "bbox": [c + 1.0 for c in o["bbox"]]} for o in r.cogmap.to_json()]
+    )
+    assert think_steps(task, q.params, r.think, moved) == {**own, "centroids": False}
+    # a wrong v: v fails, and the signs are judged on that v
+    v = re.search(PAIR + r"\. v\.f", r.think)
+    wrong = r.think.replace(v.group(0), f"({float(v.group(1)) + 0.5:.1f}, {v.group(2)}). v.f")
+    assert think_steps(task, q.params, wrong, r.cogmap)["v"] is False
+    # the other letter after the right quadrant
+    letter = re.search(r"option ([A-D])\.", r.think).group(1)
+    other = LETTERS[(LETTERS.index(letter) + 1) % 4]
+    swapped = think_steps(
+        task, q.params, r.think.replace(f"option {letter}.", f"option {other}."), r.cogmap
+    )
+    assert swapped == {**own, "option": False}
+
+
+def test_think_steps_know_where_a_think_stops_computing():
+    cm = CogMap.from_boxes([pt("sofa", 0, 0), pt("chair", 2, 1)])
+    p = {"objects": ["chair", "sofa"], "options": QUADS}
+    think = (
+        "Centroids from the map: chair (2.0, 1.0); sofa (0.0, 0.0). In the camera frame forward "
+        "f = (0, 1) and right r = (1, 0). v = chair - sofa = (2.0, 1.0). v.f > 0, so front; "
+        "v.r <= 0, so left. The chair is Right-Front of the sofa: option A."
+    )
+    got = think_steps("relative_direction", p, think, cm)
+    # the signs contradict v (right, not left), the quadrant contradicts the signs, and option A
+    # is Left-Front, not the Right-Front the think named
+    assert got == {
+        "centroids": True,
+        "frame": None,
+        "v": True,
+        "signs": False,
+        "quadrant": False,
+        "option": False,
+    }
+    assert think_steps("object_size", {"objects": ["sofa"]}, think, cm) is None
+    assert think_steps("relative_direction", p, "the chair is somewhere", cm) is None
+    assert think_steps("relative_direction", p, think + "." * 2000, cm) is None  # too long
+    lacking = CogMap.from_boxes([pt("sofa", 0, 0)])
+    assert think_steps("relative_direction", p, think, lacking) is None

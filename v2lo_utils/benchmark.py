@@ -23,13 +23,13 @@ from collections.abc import Callable, Sequence
 from statistics import mean
 
 from .cogmap import CogMap, format_ok, parse_response
-from .questions import TASKS, solve
+from .questions import DIRECTIONS, TASKS, THINK_STEPS, solve, think_steps
 from .rewards import paper_score
 from .scoring import answer_score, extract_answer, match_maps, named_option
 
 # the version of score_row's record: predictions files store it (``scored_by``), and a stored
 # score is reused only when it matches; bump it when score_row's fields or rules change
-SCORE_VERSION = 4  # 4: map_first_frame
+SCORE_VERSION = 5  # 4: map_first_frame; 5: think_steps
 
 
 def row_kind(row: dict) -> str:
@@ -45,8 +45,10 @@ def score_row(row: dict, completion: str) -> dict:
     parses or it lacks an object the question names); and ``map_answer``: that answer of the map
     scored against the truth, what the map alone is worth (0 when no map parses or it lacks an
     object the question names); for a lettered row, ``think_option``: the letter of the option
-    its think names (:func:`~v2lo_utils.scoring.named_option`; None when it names none); and,
-    when the row records its objects' visibility, ``map_first_frame``: per matched pair, whether
+    its think names (:func:`~v2lo_utils.scoring.named_option`; None when it names none); for a
+    direction row with a parsed map, ``think_steps`` (:func:`~v2lo_utils.questions.think_steps`:
+    which steps of its think follow from what comes before them; None when not in the targets'
+    form); and, when the row records its objects' visibility, ``map_first_frame``: per matched pair, whether
     the first sampled frame shows the object (any pixel) or only later frames do."""
     kind = row_kind(row)
     got = extract_answer(kind, completion)
@@ -78,6 +80,8 @@ def score_row(row: dict, completion: str) -> dict:
             seen = row.get("visibility")
             if seen is not None and len(seen) == len(truth.objects):
                 rec["map_first_frame"] = [bool(seen[j] and seen[j][0] > 0) for _, j in match.pairs]
+            if "params" in row and row["task"] in DIRECTIONS:
+                rec["think_steps"] = think_steps(row["task"], row["params"], parsed.think, pred)
             own = solve(row["task"], row["params"], pred) if "params" in row else None
             rec["consistency"] = None if own is None else answer_score(kind, got, own)
             if "params" in row:
@@ -252,6 +256,15 @@ def headline(records: Sequence[dict], pooled: dict) -> dict:
     }
 
 
+def think_step_shares(records: Sequence[dict]) -> dict:
+    """Over the records whose direction think could be judged (``think_steps`` not None): their
+    number (``n``) and, per step of :data:`~v2lo_utils.questions.THINK_STEPS`, the share that
+    follows from what comes before it (None where no record judges that step)."""
+    judged = [r["think_steps"] for r in records if r.get("think_steps")]
+    shares = {k: _mean([float(s[k]) for s in judged if s.get(k) is not None]) for k in THINK_STEPS}
+    return {"n": len(judged), **shares}
+
+
 def _mean_defined(values: Sequence[float | None]) -> float | None:
     return _mean([v for v in values if v is not None])
 
@@ -300,6 +313,7 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
         ),
         "map_by_group": groups,
         "map_by_view": map_by_view(mapped),
+        "think_steps": think_step_shares(records),
         "ci95": {
             "overall": bootstrap_ci(scores, n_boot, seed),
             "by_task": {t: bootstrap_ci([r["score"] for r in rs], n_boot, seed) for t, rs in tasks},
@@ -442,6 +456,7 @@ SUMMARY_FIELDS = (
     "map_answer_correlation",
     "map_by_group",
     "map_by_view",
+    "think_steps",
     "ci95",
     "counts",
 )

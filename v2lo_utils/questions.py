@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -593,6 +594,85 @@ def write_think(task: str, params: dict, cogmap: CogMap) -> str:
     result, facts = computed
     answer = _as_answer(task, params, result)
     return " ".join(TASKS[task].think(question_names(task, params), params, facts, result, answer))
+
+
+DIRECTIONS = ("vertical_direction", "horizontal_direction", "relative_direction")
+THINK_STEPS = ("centroids", "frame", "v", "signs", "quadrant", "option")
+_NUM = r"-?\d+(?:\.\d+)?"
+_PAIR = rf"\(({_NUM}), ({_NUM})\)"
+_DIRECTION_THINK = re.compile(
+    rf"Centroids from the map: (?P<cents>.*?)\. (?P<frame>.*?)\. v = .+? - .+? = "
+    rf"\((?P<vx>{_NUM}), (?P<vy>{_NUM})\)\. "
+    rf"v\.f (?:= {_NUM} )?(?:>|<=) 0, so (?P<depth>front|back); "
+    rf"v\.r (?:= {_NUM} )?(?:>|<=) 0, so (?P<side>right|left)\. "
+    r"The .+? is (?P<label>\S+) of the .+?(?P<rest>[.:].*)",
+    re.DOTALL,
+)
+MAX_THINK_CHARS = 2000  # a target's direction think has about 350: longer ones are not judged
+_TOLERANCE = 0.05 + 1e-6  # m or unit-vector components: one rounding at the map's 0.1
+
+
+def _near(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(abs(x - y) <= _TOLERANCE for x, y in zip(a, b, strict=True))
+
+
+def think_steps(
+    task: str, params: dict, think: str, cogmap: CogMap
+) -> dict[str, bool | None] | None:
+    """Which steps of a direction question's think (in the targets' form, :func:`write_think`)
+    follow from what comes before them: the centroids from ``cogmap`` (the completion's own
+    map: within 0.05 of its boxes' centres), the frame's unit vectors (None for
+    relative_direction, whose frame is fixed) and v from the think's own centroids, the signs of
+    v.f and v.r from its own v and frame, the quadrant from those signs, and the option letter
+    from the quadrant and the question's options. Each step is judged on the think's own earlier
+    numbers, so one wrong step does not fail the next: where along the chain a model stops
+    computing. None for other tasks, a think not in that form (or over :data:`MAX_THINK_CHARS`), or
+    a map lacking a named object."""
+    if task not in DIRECTIONS or not isinstance(think, str) or len(think) > MAX_THINK_CHARS:
+        return None
+    m = _DIRECTION_THINK.match(think.strip())
+    names = list(params["objects"])
+    boxes = [cogmap.find(n) for n in names]
+    if m is None or any(b is None for b in boxes):
+        return None
+    pair = re.compile(rf"(?:^|; )([^;]+?) {_PAIR}")
+    cents = {n.strip(): (float(x), float(y)) for n, x, y in pair.findall(m["cents"])}
+    steps: dict[str, bool | None] = dict.fromkeys(THINK_STEPS)
+    steps["centroids"] = all(
+        n in cents and _near(cents[n], b.center) for n, b in zip(names, boxes, strict=True)
+    )
+    frame = [(float(x), float(y)) for x, y in re.findall(_PAIR, m["frame"])]
+    if task == "relative_direction":
+        fwd, right = (0.0, 1.0), (1.0, 0.0)
+    elif len(frame) != 2:
+        return None
+    else:
+        fwd, right = frame if task == "vertical_direction" else frame[::-1]
+        if names[0] in cents and names[1] in cents and cents[names[0]] != cents[names[1]]:
+            axis = geo.unit(geo.sub(cents[names[1]], cents[names[0]]))
+            if task == "vertical_direction":
+                steps["frame"] = _near(fwd, axis) and _near(right, geo.right_of(fwd))
+            else:
+                side = axis if params.get("variant") == "right" else (-axis[0], -axis[1])
+                steps["frame"] = _near(right, side) and _near(fwd, geo.forward_of(right))
+        else:
+            steps["frame"] = False
+    v = (float(m["vx"]), float(m["vy"]))
+    c, d = names[-2], names[-1]
+    steps["v"] = c in cents and d in cents and _near(v, geo.sub(cents[c], cents[d]))
+    depth = "front" if geo.dot(v, fwd) > 0 else "back"
+    side = "right" if geo.dot(v, right) > 0 else "left"
+    steps["signs"] = (m["depth"], m["side"]) == (depth, side)
+    stated = f"{m['side'].capitalize()}-{m['depth'].capitalize()}"
+    steps["quadrant"] = m["label"] == stated
+    letters = re.findall(r"option ([A-D])\b", m["rest"])
+    options = list(params.get("options", []))
+    steps["option"] = (
+        bool(letters)
+        and m["label"] in options
+        and (letters[-1] == LETTERS[options.index(m["label"])])
+    )
+    return steps
 
 
 def make_target(question: Question, scene: CogMap) -> str:

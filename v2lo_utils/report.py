@@ -383,6 +383,32 @@ def cue_sentences(later_cues: dict) -> list[str]:
     return out
 
 
+STEP_NAMES = {
+    "centroids": "centroids from its map",
+    "frame": "frame from its centroids",
+    "v": "v from its centroids",
+    "signs": "signs from its v and frame",
+    "quadrant": "quadrant from its signs",
+    "option": "option letter from its quadrant",
+}
+
+
+def think_steps_text(shares: dict | None) -> str:
+    """Where the direction thinks stop computing (:func:`~v2lo_utils.benchmark.think_step_shares`):
+    per step, the share that follows from the think's own earlier numbers; '' when none judged."""
+    if not shares or not shares.get("n"):
+        return ""
+    parts = [
+        f"{name} {100 * shares[key]:.0f}%"
+        for key, name in STEP_NAMES.items()
+        if shares.get(key) is not None
+    ]
+    return (
+        f"Its direction thinks, step by step, each judged on the think's own earlier numbers "
+        f"({shares['n']} thinks): {', '.join(parts)}."
+    )
+
+
 def control_verdicts(label: str, summary: dict, question_only: dict | None = None) -> list[str]:
     """Plain sentences from the controls: per frame-count group, whether the model's maps come
     from the frames (its center error below both the same rows with another scene's frames and
@@ -434,5 +460,7 @@ def control_verdicts(label: str, summary: dict, question_only: dict | None = Non
                 f" Its letter is the option its think names in {100 * follows:.1f}% of the"
                 f" {summary.get('think_named', 0)} answers whose think names one."
             )
+        if step_text := think_steps_text(summary.get("think_steps")):
+            text += f" {step_text}"
         out.append(text)
     return out
