@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from v2lo_utils.cogmap import CogMap, parse_response
 from v2lo_utils.layout import random_scene_map
 from v2lo_utils.questions import (
+    DIRECTIONS,
     LETTERS,
     QVS_FRAME_SHARES,
     QVS_TASK_SHARES,
@@ -231,13 +232,19 @@ def test_well_posed_nearest_gap():
 # ---- properties over random layouts -----------------------------------------------------------
 
 
-@given(st.integers(0, 10**6), st.sampled_from(sorted(TASKS)))
-def test_generated_questions_solve_to_their_answer(seed, task):
+def drawn(seed: int, task: str):
+    """A random layout of seed ``seed`` and a generated ``task`` question on it (None: none)."""
     rng = random.Random(seed)
     scene = random_scene_map(rng, 10)
     q = generate_question(task, scene, rng)
-    if q is None:
+    return None if q is None else (q, scene)
+
+
+@given(st.integers(0, 10**6), st.sampled_from(sorted(TASKS)))
+def test_generated_questions_solve_to_their_answer(seed, task):
+    if (got := drawn(seed, task)) is None:
         return
+    q, scene = got
     assert check_well_posed(q, scene) == []
     assert solve(task, q.params, scene) == q.answer
     assert solve(task, q.params, relevant_map(task, q.params, scene)) == q.answer
@@ -261,21 +268,17 @@ def test_generated_questions_solve_to_their_answer(seed, task):
     st.floats(-100, 100),
 )
 def test_direction_answers_ignore_translation(seed, task, dx, dy):
-    rng = random.Random(seed)
-    scene = random_scene_map(rng, 10)
-    q = generate_question(task, scene, rng)
-    if q is None:
+    if (got := drawn(seed, task)) is None:
         return
+    q, scene = got
     assert solve(task, q.params, scene.translated(dx, dy)) == q.answer
 
 
 @given(st.integers(0, 10**6), st.sampled_from(sorted(TASKS)), st.sampled_from([10, 20]))
 def test_grid_maps_are_solvable(seed, task, n):
-    rng = random.Random(seed)
-    scene = random_scene_map(rng, 10)
-    q = generate_question(task, scene, rng)
-    if q is None:
+    if (got := drawn(seed, task)) is None:
         return
+    q, scene = got
     grid = scene.to_grid(n)
     assert len(grid) == len(scene) and all(o.bbox[0] == o.bbox[2] for o in grid)
     answer = solve(task, q.params, grid)
@@ -310,19 +313,14 @@ def test_each_task_explains_itself_with_arrows():
 PAIR = r"\((-?\d+\.\d), (-?\d+\.\d)\)"
 
 
-@given(
-    st.integers(0, 10**6),
-    st.sampled_from(["vertical_direction", "horizontal_direction", "relative_direction"]),
-)
+@given(st.integers(0, 10**6), st.sampled_from(DIRECTIONS))
 def test_direction_thinks_run_on_their_own_one_decimal_numbers(seed, task):
     """Every number a direction think writes has the map's one decimal, follows from the map and
     the numbers written before it, and the signs it states give the answer: a think the model
     can execute from its own map, a step at a time."""
-    rng = random.Random(seed)
-    scene = random_scene_map(rng, 10)
-    q = generate_question(task, scene, rng)
-    if q is None:
+    if (got := drawn(seed, task)) is None:
         return
+    q, scene = got
     target = make_target(q, scene)
     r = parse_response(target)
     think = r.think
@@ -361,16 +359,11 @@ def test_direction_thinks_run_on_their_own_one_decimal_numbers(seed, task):
     assert r.answer == q.answer
 
 
-@given(
-    st.integers(0, 10**6),
-    st.sampled_from(["vertical_direction", "horizontal_direction", "relative_direction"]),
-)
+@given(st.integers(0, 10**6), st.sampled_from(DIRECTIONS))
 def test_think_steps_judge_each_step_on_the_thinks_own_numbers(seed, task):
-    rng = random.Random(seed)
-    scene = random_scene_map(rng, 10)
-    q = generate_question(task, scene, rng)
-    if q is None:
+    if (got := drawn(seed, task)) is None:
         return
+    q, scene = got
     r = parse_response(make_target(q, scene))
     own = think_steps(task, q.params, r.think, r.cogmap)
     frame = None if task == "relative_direction" else True
@@ -424,3 +417,15 @@ def test_think_steps_know_where_a_think_stops_computing():
     assert think_steps("relative_direction", p, think + "." * 2000, cm) is None  # too long
     lacking = CogMap.from_boxes([pt("sofa", 0, 0)])
     assert think_steps("relative_direction", p, think, lacking) is None
+
+
+def test_a_think_near_a_boundary_still_ends_in_solves_answer():
+    """A map off the targets' 0.1 m grid, 0.04 m right of the boundary: the written v rounds to
+    x 0.0, the stated sign is the exact geometry's, so the think ends in solve's answer."""
+    cm = CogMap.from_boxes([pt("chair", 0.04, 1.0), pt("sofa", 0.0, 0.0)])
+    p = {"objects": ["chair", "sofa"], "options": QUADS}
+    think = write_think("relative_direction", p, cm)
+    assert "v = chair - sofa = (0.0, 1.0). v.f > 0, so front; v.r > 0, so right." in think
+    assert think.endswith(f"option {solve('relative_direction', p, cm)}.")
+    steps = think_steps("relative_direction", p, think, cm)
+    assert steps["signs"] is False and steps["quadrant"] and steps["option"]

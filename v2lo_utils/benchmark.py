@@ -48,8 +48,8 @@ def score_row(row: dict, completion: str) -> dict:
     its think names (:func:`~v2lo_utils.scoring.named_option`; None when it names none); for a
     direction row with a parsed map, ``think_steps`` (:func:`~v2lo_utils.questions.think_steps`:
     which steps of its think follow from what comes before them; None when not in the targets'
-    form); and, when the row records its objects' visibility, ``map_first_frame``: per matched pair, whether
-    the first sampled frame shows the object (any pixel) or only later frames do."""
+    form); and, when the row records its objects' visibility, ``map_first_frame``: per matched
+    pair, whether the first sampled frame shows the object (any pixel) or only later frames do."""
     kind = row_kind(row)
     got = extract_answer(kind, completion)
     score = answer_score(kind, got, row["answer"])

@@ -242,8 +242,10 @@ class _Direction(Task):
     The think works at the map's resolution: every number it writes has one decimal (one
     coordinate token of the presets), each computed from the numbers written before it (the
     centroids, the frame's unit vectors, v), and only the signs of v.f and v.r, which decide the
-    quadrant, are stated; the answer's margin from every boundary (:data:`MIN_MARGIN_DEG`) keeps
-    those signs equal to the exact geometry's."""
+    quadrant, are stated. The signs are the exact geometry's, so the think always ends in
+    :func:`solve`'s answer; for a well-posed question's map the answer's margin from every
+    boundary (:data:`MIN_MARGIN_DEG`) makes them the written numbers' signs too, while a map near
+    a boundary (a baseline's, a grid's) may have written numbers that round across it."""
 
     def local_frame(self, p: dict, cents: list[geo.Vec]) -> tuple[geo.Vec, geo.Vec]:
         """(f, r) at the map's resolution from the think's rounded centroids."""
@@ -261,8 +263,7 @@ class _Direction(Task):
             _centroid_line(names, cents, _p1),
             *self.frame_lines(names, p, fwd, right),
             f"v = {c} - {d} = {_p1(v)}.",
-            f"v.f {_side(geo.dot(v, fwd), 'front', 'back')}; "
-            f"v.r {_side(geo.dot(v, right), 'right', 'left')}.",
+            f"v.f {_side(f['vf'], 'front', 'back')}; v.r {_side(f['vr'], 'right', 'left')}.",
             f"The {c} is {result} of the {d}: option {answer}.",
         ]
 
