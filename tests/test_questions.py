@@ -327,13 +327,13 @@ def test_direction_thinks_run_on_their_own_one_decimal_numbers(seed, task):
     assert all(re.fullmatch(r"-?\d+\.\d", n) for n in re.findall(r"-?\d+\.\d+", think))
     names = q.params["objects"]
     cents, frame_text = re.match(r"Centroids from the map: (.*?)\. (.*?)\. v = ", think).group(1, 2)
-    got = {n: (float(x), float(y)) for n, x, y in re.findall(r"(\w+) " + PAIR, cents)}
+    cent = {n: (float(x), float(y)) for n, x, y in re.findall(r"(\w+) " + PAIR, cents)}
     for n in names:  # each centroid: the map's box centre at 0.1 m
         box = r.cogmap.find(n).bbox
         want = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-        assert got[n] == pytest.approx(want, abs=0.05 + 1e-9)
+        assert cent[n] == pytest.approx(want, abs=0.05 + 1e-9)
     pairs = [tuple(map(float, p)) for p in re.findall(PAIR, frame_text)]
-    c = [got[n] for n in names]
+    c = [cent[n] for n in names]
     if task == "relative_direction":
         f, rr = (0.0, 1.0), (1.0, 0.0)
     else:
