@@ -247,6 +247,11 @@ class _Direction(Task):
     boundary (:data:`MIN_MARGIN_DEG`) makes them the written numbers' signs too, while a map near
     a boundary (a baseline's, a grid's) may have written numbers that round across it."""
 
+    def axis(self, p: dict, a: geo.Vec, b: geo.Vec) -> geo.Vec:
+        """The frame's unit vector that A's and B's centroids define (m, map frame); the other
+        follows from it. Not for relative_direction, whose frame is the camera's."""
+        raise NotImplementedError
+
     def local_frame(self, p: dict, cents: list[geo.Vec]) -> tuple[geo.Vec, geo.Vec]:
         """(f, r) at the map's resolution from the think's rounded centroids."""
         raise NotImplementedError
@@ -290,11 +295,15 @@ class _Vertical(_Direction):
         c = _centers(cm, p["objects"])
         if c is None or geo.norm(geo.sub(c[1], c[0])) == 0:
             return None
-        f = geo.unit(geo.sub(c[1], c[0]))
+        f = self.axis(p, c[0], c[1])
         return _local_quadrant(geo.sub(c[2], c[3]), f, geo.right_of(f), {"centers": c})
 
+    def axis(self, p, a, b):
+        """Forward f = unit(B - A)."""
+        return geo.unit(geo.sub(b, a))
+
     def local_frame(self, p, cents):
-        f = _tv(geo.unit(geo.sub(cents[1], cents[0])))
+        f = _tv(self.axis(p, cents[0], cents[1]))
         return f, _tv(geo.right_of(f))
 
     def frame_lines(self, names, p, f, r):
@@ -326,14 +335,16 @@ class _Horizontal(_Direction):
         c = _centers(cm, p["objects"])
         if c is None or geo.norm(geo.sub(c[1], c[0])) == 0:
             return None
-        r = geo.unit(geo.sub(c[1], c[0]))
-        if p["variant"] == "left":
-            r = (-r[0], -r[1])
+        r = self.axis(p, c[0], c[1])
         return _local_quadrant(geo.sub(c[2], c[3]), geo.forward_of(r), r, {"centers": c})
 
+    def axis(self, p, a, b):
+        """Right r = unit(B - A) when B is to the right of A, -unit(B - A) when to the left."""
+        r = geo.unit(geo.sub(b, a))
+        return (-r[0], -r[1]) if p["variant"] == "left" else r
+
     def local_frame(self, p, cents):
-        r = geo.unit(geo.sub(cents[1], cents[0]))
-        r = _tv(r if p["variant"] == "right" else (-r[0], -r[1]))
+        r = _tv(self.axis(p, cents[0], cents[1]))
         return _tv(geo.forward_of(r)), r
 
     def frame_lines(self, names, p, f, r):
@@ -597,7 +608,7 @@ def write_think(task: str, params: dict, cogmap: CogMap) -> str:
     return " ".join(TASKS[task].think(question_names(task, params), params, facts, result, answer))
 
 
-DIRECTIONS = ("vertical_direction", "horizontal_direction", "relative_direction")
+DIRECTIONS = tuple(name for name, task in TASKS.items() if isinstance(task, _Direction))
 THINK_STEPS = ("centroids", "frame", "v", "signs", "quadrant", "option")
 _NUM = r"-?\d+(?:\.\d+)?"
 _PAIR = rf"\(({_NUM}), ({_NUM})\)"
@@ -650,12 +661,11 @@ def think_steps(
     else:
         fwd, right = frame if task == "vertical_direction" else frame[::-1]
         if names[0] in cents and names[1] in cents and cents[names[0]] != cents[names[1]]:
-            axis = geo.unit(geo.sub(cents[names[1]], cents[names[0]]))
+            axis = TASKS[task].axis(params, cents[names[0]], cents[names[1]])
             if task == "vertical_direction":
                 steps["frame"] = _near(fwd, axis) and _near(right, geo.right_of(fwd))
             else:
-                side = axis if params.get("variant") == "right" else (-axis[0], -axis[1])
-                steps["frame"] = _near(right, side) and _near(fwd, geo.forward_of(right))
+                steps["frame"] = _near(right, axis) and _near(fwd, geo.forward_of(right))
         else:
             steps["frame"] = False
     v = (float(m["vx"]), float(m["vy"]))
