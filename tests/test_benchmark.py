@@ -18,6 +18,7 @@ from v2lo_utils.benchmark import (
     pearson,
     score_benchmark,
     score_row,
+    subset,
     swap_frames,
 )
 from v2lo_utils.cli import main
@@ -85,6 +86,36 @@ def test_question_only_baseline_copies_names_and_computes_its_answer(qvs):
     assert all(len(b) == 1 for b in boxes.values())
     summary = score_benchmark(rows, preds, n_boot=50)
     assert all(m["object_recall"] > 0.9 for m in summary["map_by_frames"].values())
+
+
+def test_subset_keeps_the_benchmarks_shares_in_file_order_and_nests(qvs):
+    cells = {("a", 1): 50, ("a", 4): 30, ("b", 1): 15, ("b", 4): 5}  # listed cell by cell
+    rows = [
+        {"id": f"{t}{f}-{i}", "task": t, "num_frames": f}
+        for (t, f), n in cells.items()
+        for i in range(n)
+    ]
+    ids = lambda rs: [r["id"] for r in rs]  # noqa: E731
+    assert ids(subset(rows, 20)) == (
+        [f"a1-{i}" for i in range(10)]
+        + [f"a4-{i}" for i in range(6)]
+        + [f"b1-{i}" for i in range(3)]
+        + ["b4-0"]
+    )
+    # quotas 3.5, 2.1, 1.05, 0.35: the one left over goes to the largest remainder
+    assert ids(subset(rows, 7)) == ["a1-0", "a1-1", "a1-2", "a1-3", "a4-0", "a4-1", "b1-0"]
+    assert set(ids(subset(rows, 7))) <= set(ids(subset(rows, 20)))
+    assert subset(rows, 0) == rows and subset(rows, 500) == rows
+    # the built benchmark: every task x frame-count cell within one question of its share
+    bench = read_jsonl(qvs / "qvs_bench.jsonl")
+    for n in (13, 30, 45):
+        part = subset(bench, n)
+        assert len(part) == n and len({r["id"] for r in part}) == n
+        assert [r for r in bench if r in part] == part  # the file's order
+        for key in {(r["task"], r["num_frames"]) for r in bench}:
+            share = sum((r["task"], r["num_frames"]) == key for r in bench) / len(bench)
+            got = sum((r["task"], r["num_frames"]) == key for r in part)
+            assert abs(got - n * share) < 1, (n, key, got, n * share)
 
 
 def test_swapped_frames_come_from_another_scene_with_the_same_count(qvs):
@@ -471,7 +502,7 @@ def test_evaluation_killed_midway_resumes_without_loss_or_duplicates(qvs, tmp_pa
     assert 4 <= before < 20, before
     with open(out, "a") as fh:  # a write cut short by the kill
         fh.write('{"id": "qvs-00')
-    rows = read_jsonl(qvs / "qvs_bench.jsonl")[:20]
+    rows = subset(read_jsonl(qvs / "qvs_bench.jsonl"), 20)  # what --limit 20 evaluates
     # the same command resumes (another batch size is no other setting: greedy decoding)
     resume = cmd[3:]
     resume[resume.index("--batch-size") + 1] = "4"

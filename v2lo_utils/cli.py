@@ -171,7 +171,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .benchmark import format_table
+    from .benchmark import format_table, subset
     from .evaluation import evaluate_benchmark
     from .loaders import check_frames, load_benchmark
     from .models import check_model_folder, load_model, model_fingerprint
@@ -179,7 +179,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = load_benchmark(args.benchmark)
     bench_file = Path(args.benchmark)
     root = bench_file if bench_file.is_dir() else bench_file.parent
-    rows = rows[: args.limit or None]
+    rows = subset(rows, args.limit)
     check_frames(rows, root, bench_file)
     settings = {
         "model": str(Path(args.model).resolve()) if os.path.isdir(args.model) else args.model,
@@ -313,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--max-new-tokens", type=int, default=512)
     sp.add_argument("--batch-size", type=int, default=4)
-    sp.add_argument("--limit", type=int, default=0, help="first N questions only")
+    sp.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="N questions with the benchmark's task x frame-count shares",
+    )
     sp.add_argument("--force", action="store_true", help="resume despite other settings")
     sp.set_defaults(func=cmd_eval)
 
