@@ -398,6 +398,8 @@ def test_messy_predictions_file_is_scored_and_counted(qvs, tmp_path, capsys):
     for key in ("by_task", "by_frames"):
         assert all(0.0 <= v <= 1.0 for v in s[key].values())
     assert all(0.0 <= v <= 1.0 for cells in s["by_task_frames"].values() for v in cells.values())
+    assert sum(n for cells in s["n_by_task_frames"].values() for n in cells.values()) == 60
+    assert s["n_by_task_frames"].keys() == s["by_task_frames"].keys()
     assert s["extraction_failure_rate"] == pytest.approx(59 / 60)
 
 
@@ -564,6 +566,30 @@ def test_report_verdicts_say_where_a_model_stays_at_baseline():
         "Map object recall 0.90 against 0.20 blind; center error 1.50 m against 2.00 m "
         "blind (better) and 2.60 m for the question's objects at mean boxes (better)."
     ]
+
+
+def test_direction_cells_give_each_direction_task_at_1_and_4_frames_against_blind():
+    from v2lo_utils.report import direction_cells, verdicts
+
+    def summary(v, h, r, counts=True):
+        cells = {"vertical_direction": v, "horizontal_direction": h, "relative_direction": r}
+        out = {"overall": 0.3, "by_task": {}, "by_task_frames": cells}
+        if counts:
+            out["n_by_task_frames"] = {t: {k: 4 for k in c} for t, c in cells.items()}
+        return out
+
+    blind = summary({"1": 0.25, "4": 0.5, "8": 0.0}, {"1": 0.0, "4": 0.25}, {"1": 0.5})
+    model = summary({"1": 0.5, "4": 0.5, "8": 1.0}, {"1": 0.25, "4": 0.0}, {"1": 0.75})
+    assert direction_cells("m", model, blind) == (
+        "m: direction tasks at 1 and 4 frames, percent against blind (questions): vertical "
+        "50/25 (4), 50/50 (4); horizontal 25/0 (4), 0/25 (4); relative 75/50 (4); "
+        "above blind in 3 of 5."
+    )  # a tie is not above; 8 frames not counted; a cell the benchmark lacks is left out
+    lines = verdicts({"blind baseline": blind, "m": model})
+    assert lines[1] == direction_cells("m", model, blind)
+    bare = summary({"1": 1.0}, {}, {}, counts=False)  # an older summary: no counts
+    assert direction_cells("m", bare, blind).endswith("vertical 100/25; above blind in 1 of 1.")
+    assert direction_cells("m", {"by_task_frames": {"object_size": {"1": 1.0}}}, blind) is None
 
 
 def test_control_verdicts_say_whether_maps_come_from_frames_and_answers_from_maps():

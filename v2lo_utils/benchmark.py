@@ -300,6 +300,7 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
         "by_task": by_task,
         "by_frames": by_frames,
         "by_task_frames": by_task_frames,
+        "n_by_task_frames": {t: {k: len(ks) for k, ks in _by_frames(rs)} for t, rs in tasks},
         "extraction_failure_rate": mean(r["extraction_failed"] for r in records)
         if records
         else 0.0,
@@ -366,7 +367,7 @@ def subset(rows: Sequence[dict], n: int) -> list[dict]:
     cell's first rows, and the rows keep their order. A smaller ``n`` gives a subset of a larger
     one's. ``n`` <= 0 or >= len(rows): every row. The first ``n`` rows would not do: the file
     lists a scene's questions together, so its head over- and under-fills cells (in the demo's
-    500, its first 150 hold one relative-direction question at 4 frames, against 3.8 by share)."""
+    500, its first 150 hold one relative-direction question at 4 frames, against 2.7 by its share)."""
     if n <= 0 or n >= len(rows):
         return list(rows)
     cells: dict = defaultdict(list)
@@ -470,6 +471,7 @@ SUMMARY_FIELDS = (
     "by_task",
     "by_frames",
     "by_task_frames",
+    "n_by_task_frames",
     "extraction_failure_rate",
     "map_by_frames",
     "map_answer_by_task",

@@ -189,8 +189,41 @@ def verdicts(
                 text += f" and {qerr:.2f} m for the question's objects at mean boxes ({word})"
             text += "."
         out.append(text)
+        cells = direction_cells(label, s, base)
+        out += [cells] if cells else []
         out += control_verdicts(label, s, qbase)
     return out
+
+
+def direction_cells(
+    label: str, summary: dict, blind: dict, frames: tuple[str, ...] = ("1", "4")
+) -> str | None:
+    """Each direction task at few frames (1 and 4) in one sentence: the model's score against
+    the blind baseline's (percent) with the cell's question count, and how many cells are above
+    blind; None when the summary holds no direction task."""
+    from .questions import DIRECTIONS
+
+    counts = summary.get("n_by_task_frames", {})
+    parts, above, total = [], 0, 0
+    for task in DIRECTIONS:
+        got = summary.get("by_task_frames", {}).get(task, {})
+        ref = blind.get("by_task_frames", {}).get(task, {})
+        cells = []
+        for k in (k for k in frames if k in got):
+            n = counts.get(task, {}).get(k)
+            cells.append(
+                f"{100 * got[k]:.0f}/{100 * ref.get(k, 0.0):.0f}" + (f" ({n})" if n else "")
+            )
+            above += got[k] > ref.get(k, 0.0)
+            total += 1
+        if cells:
+            parts.append(f"{task.removesuffix('_direction')} {', '.join(cells)}")
+    if not total:
+        return None
+    return (
+        f"{label}: direction tasks at {' and '.join(frames)} frames, percent against blind "
+        f"(questions): {'; '.join(parts)}; above blind in {above} of {total}."
+    )
 
 
 def perception_sentence(p: dict) -> str:
