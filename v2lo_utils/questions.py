@@ -369,9 +369,10 @@ class _Relative(_Direction):
         c = _centers(cm, p["objects"])
         if c is None:
             return None
-        return _local_quadrant(geo.sub(c[0], c[1]), (0.0, 1.0), (1.0, 0.0), {"centers": c})
+        return _local_quadrant(geo.sub(c[0], c[1]), *self.local_frame(p, c), {"centers": c})
 
     def local_frame(self, p, cents):
+        """The camera's frame: forward +y, right +x, whatever the centroids."""
         return (0.0, 1.0), (1.0, 0.0)
 
     def frame_lines(self, names, p, f, r):
@@ -655,7 +656,7 @@ def think_steps(
     )
     frame = [(float(x), float(y)) for x, y in re.findall(_PAIR, m["frame"])]
     if task == "relative_direction":
-        fwd, right = (0.0, 1.0), (1.0, 0.0)
+        fwd, right = TASKS[task].local_frame(params, [])
     elif len(frame) != 2:
         return None
     else:
@@ -681,7 +682,7 @@ def think_steps(
     steps["option"] = (
         bool(letters)
         and m["label"] in options
-        and (letters[-1] == LETTERS[options.index(m["label"])])
+        and letters[-1] == _as_answer(task, params, m["label"])
     )
     return steps
 
