@@ -6,7 +6,7 @@ import numpy, torch, transformers and friends lazily, inside the functions that 
 
     layer 0 core: errors jsonl geometry catalog layout cogmap questions scoring rewards schema prompting predictions harnesses benchmark baselines easyr1_reward
     layer 1 data: simulator renderer workers loaders dataset exporters thor
-    layer 2 models: threads presets models perception generation training sft grpo merge evaluation
+    layer 2 models: threads presets models perception generation training sft grpo merge evaluation thinkprobe
     layer 3 top: runs profiles paths figures explorer report runner cli
 
 - core: the map (text <-> boxes), geometry, the tasks with one ``solve``, the QVS-Bench scoring
@@ -15,7 +15,8 @@ import numpy, torch, transformers and friends lazily, inside the functions that 
 - data: the simulator and renderer, the dataset builder (process pools that die with it),
   loaders of benchmark files, exporters to EasyR1 / ms-swift / TRL, AI2-THOR metadata;
 - models: offline presets, loading checkpoints, generation, the training kit with SFT and GRPO
-  on it, LoRA merges, evaluation (in memory and into resumable files);
+  on it, LoRA merges, evaluation (in memory and into resumable files), the think probe (the
+  language part alone on exact maps);
 - top: the run folder and pipeline, profiles, figures and widgets, the report, the papermill
   runner and the command line.
 """
