@@ -26,7 +26,7 @@ import torch
 from v2lo_utils.dataset import Dataset
 from v2lo_utils.models import load_model
 from v2lo_utils.questions import DIRECTIONS, TASKS
-from v2lo_utils.thinkprobe import generate_probe, probe_rows, score_probe, train_probe
+from v2lo_utils.thinkprobe import FORMS, generate_probe, probe_rows, score_probe, train_probe
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--model", default="small", help="a preset name or a local model folder")
     ap.add_argument("--data", default="outputs/data/demo/train", help="a built dataset folder")
     ap.add_argument("--steps", type=int, nargs="+", default=[1000, 4000])
-    ap.add_argument("--forms", nargs="+", default=["think", "answer"])
+    ap.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val", type=int, default=0, help="validation rows scored (0: all)")
     ap.add_argument("--tasks", nargs="+", default=list(DIRECTIONS), choices=list(TASKS))

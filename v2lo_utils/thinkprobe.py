@@ -3,7 +3,7 @@
 Text only, no frames: each row's prompt followed by its target map (the 0.1 m rendering of the
 exact boxes) is the context, and the think and answer are what the model learns to write. A
 model that fails here cannot compute answers from maps it writes itself, however well it sees:
-the probe separates reasoning from seeing (README, "The think probe"). ``form`` "answer" drops
+the probe separates reasoning from seeing (README, "the think probe"). ``form`` "answer" drops
 the think (the answer straight after the map), the control that the think's steps help.
 """
 
@@ -131,10 +131,11 @@ def generate_probe(
 
 
 def score_probe(rows: Sequence[ProbeRow], completions: Sequence[str]) -> dict[str, dict]:
-    """Per task: ``n``, the mean QVS-Bench ``score`` of the answers, and for direction tasks the
-    share of thinks whose each step (:data:`~v2lo_utils.questions.THINK_STEPS`) follows from
-    what comes before it, judged against the exact map the context gave
-    (:func:`~v2lo_utils.questions.think_steps`; None where no think could be judged)."""
+    """Per task: ``n``, the mean QVS-Bench ``score`` of the answers, and ``steps``: for each step
+    of a direction think (:data:`~v2lo_utils.questions.THINK_STEPS`), the share of the thinks in
+    the targets' form whose step follows from what comes before it, judged against the exact map
+    the context gave (:func:`~v2lo_utils.questions.think_steps`); None where no think is in that
+    form (other tasks, the "answer" form)."""
     if len(rows) != len(completions):
         raise ValueError(f"{len(rows)} rows but {len(completions)} completions")
     by_task: dict[str, dict] = {}
