@@ -275,9 +275,8 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
     tasks = sorted(_group(records, lambda r: r["task"]).items())
     by_task = {t: mean(r["score"] for r in rs) for t, rs in tasks}
     by_frames = {k: mean(r["score"] for r in rs) for k, rs in _by_frames(records)}
-    by_task_frames = {
-        t: {k: mean(r["score"] for r in ks) for k, ks in _by_frames(rs)} for t, rs in tasks
-    }
+    cells = {t: _by_frames(rs) for t, rs in tasks}  # (frame count, its records) per task
+    by_task_frames = {t: {k: mean(r["score"] for r in ks) for k, ks in c} for t, c in cells.items()}
     mapped = [r for r in records if "map_quality" in r]
     map_by_frames = {
         k: {
@@ -300,7 +299,7 @@ def summarize_records(records: Sequence[dict], n_boot: int = 1000, seed: int = 0
         "by_task": by_task,
         "by_frames": by_frames,
         "by_task_frames": by_task_frames,
-        "n_by_task_frames": {t: {k: len(ks) for k, ks in _by_frames(rs)} for t, rs in tasks},
+        "n_by_task_frames": {t: {k: len(ks) for k, ks in c} for t, c in cells.items()},
         "extraction_failure_rate": mean(r["extraction_failed"] for r in records)
         if records
         else 0.0,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .cogmap import last_tag, parse_map
 from .questions import DIRECTIONS, THINK_STEPS, think_steps
 from .scoring import score_answer
+from .training import learning_rate_factor
 
 FORMS = ("think", "answer")
 
@@ -69,7 +70,8 @@ def train_probe(
 ) -> list[float]:
     """Train ``model`` (in place) for ``steps`` AdamW steps of ``batch_size`` random rows, the
     loss on the target's tokens only; the rate warms up over ``warmup`` steps and falls linearly
-    to 0 over the last ``cooldown`` share (as the demo's SFT). Returns the loss per step."""
+    to 0 over the last ``cooldown`` share (:func:`~v2lo_utils.training.learning_rate_factor`,
+    as the demo's SFT). Returns the loss per step."""
     import torch
     from tqdm.auto import tqdm
 
@@ -80,7 +82,6 @@ def train_probe(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     losses = []
-    decay_from = steps * (1 - cooldown)
     for step in tqdm(range(steps), desc="think probe", mininterval=5):
         batch = rng.sample(encoded, min(batch_size, len(encoded)))
         length = max(len(a) + len(b) for a, b in batch)
@@ -91,9 +92,7 @@ def train_probe(
             ids[i, : len(a) + len(b)] = torch.tensor(a + b)
             labels[i, len(a) : len(a) + len(b)] = torch.tensor(b)
             mask[i, : len(a) + len(b)] = 1
-        scale = min(1.0, (step + 1) / max(1, warmup))
-        if step >= decay_from:
-            scale *= (steps - step) / max(1.0, steps - decay_from)
+        scale = min(1.0, (step + 1) / max(1, warmup)) * learning_rate_factor(step / steps, cooldown)
         for group in opt.param_groups:
             group["lr"] = lr * scale
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
