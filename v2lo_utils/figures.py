@@ -448,3 +448,51 @@ def frames_table(summaries: dict[str, dict]) -> go.Figure:
     )
     fig.update_layout(title="Score (%) by number of frames", height=200 + 32 * len(rows))
     return fig
+
+
+def claims_figure(rows: Sequence[dict], title: str = "The paper's claims, measured") -> go.Figure:
+    """Each claim's measured effect (points) with its 95% interval (claims.claims_table's rows);
+    the line at 0 is no effect."""
+    colors = {"reproduced": "#2a9d8f", "not reproduced": PRED_COLOR}
+    fig = go.Figure()
+    for r in rows:
+        lo, hi = r["ci"]
+        fig.add_trace(
+            go.Scatter(
+                x=[r["effect"]],
+                y=[r["claim"]],
+                mode="markers",
+                marker=dict(size=10, color=colors.get(r["verdict"], HIDDEN_COLOR)),
+                error_x=dict(type="data", array=[hi - r["effect"]], arrayminus=[r["effect"] - lo]),
+                name=r["verdict"],
+                hovertext=f"{r['verdict']}; paper: {r['paper']}",
+                showlegend=False,
+            )
+        )
+    fig.add_vline(x=0, line_dash="dot", line_color="#888")
+    fig.update_layout(
+        title=title,
+        xaxis_title="effect (points), 95% interval",
+        yaxis=dict(autorange="reversed"),
+        height=120 + 40 * len(rows),
+        margin=dict(l=10, r=10, t=50, b=40),
+    )
+    return fig
+
+
+def variants_figure(rows: Sequence[dict], title: str = "Variants against frames") -> go.Figure:
+    """Each variant's QVS-Bench-Sim score (points, mean over its seeds) per evaluation frame
+    count (claims.variant_summary's rows)."""
+    fig = go.Figure()
+    for r in rows:
+        frames = sorted(r["per_frames"], key=int)
+        fig.add_trace(
+            go.Scatter(
+                x=[int(f) for f in frames],
+                y=[r["per_frames"][f] for f in frames],
+                mode="lines+markers",
+                name=f"{r['variant']} ({len(r['seeds'])} seeds)",
+            )
+        )
+    fig.update_layout(title=title, xaxis_title="input frames", yaxis_title="score (points)")
+    return fig

@@ -18,12 +18,38 @@ INSTRUCTION = (
     "(first camera at the origin, x right, y forward), in <map></map>; compute the answer from "
     "them in <think></think>; give the option letter or the number in <answer></answer>."
 )
+# the instruction of each target form (v2lo_utils.targets): the ablation's variants ask for what
+# they were trained to write; "metric" is the paper's (the dataset's prompts)
+FORM_INSTRUCTIONS = {
+    "metric": INSTRUCTION,
+    "grid": (
+        "Frames of a room video. Write the cells of the objects the question names, on a "
+        "{n} x {n} grid over the room (first camera's frame, x right, y forward), in <map></map>; "
+        "compute the answer from the cell centers in <think></think>; give the option letter or "
+        "the number in <answer></answer>."
+    ),
+    "no_map": (
+        "Frames of a room video. Compute the answer from where the objects the question names "
+        "stand, in meters, in <think></think>; give the option letter or the number in "
+        "<answer></answer>."
+    ),
+    "answer_only": (
+        "Frames of a room video. Give the option letter or the number in <answer></answer>."
+    ),
+}
 IMAGE_TAG = "<image>"  # one per frame, in front of the text (ms-swift, EasyR1)
 
 
 def user_prompt(question: Question) -> str:
     """The user turn's text: the instruction, then the question and its lettered options."""
     return f"{INSTRUCTION}\n{question.prompt()}"
+
+
+def form_instruction(form: str, grid: int = 10) -> str:
+    """The instruction for target form ``form`` (:data:`FORM_INSTRUCTIONS`; ``grid``: cells a side)."""
+    if form not in FORM_INSTRUCTIONS:
+        raise ValueError(f"unknown target form {form!r}; known: {', '.join(FORM_INSTRUCTIONS)}")
+    return FORM_INSTRUCTIONS[form].replace("{n}", str(grid))
 
 
 def user_message(prompt: str, n_images: int) -> dict:

@@ -497,3 +497,40 @@ def control_verdicts(label: str, summary: dict, question_only: dict | None = Non
             text += f" {step_text}"
         out.append(text)
     return out
+
+
+def ablation_report(
+    run_dir: str | Path,
+    claims: list[dict],
+    variants: list[dict],
+    figures: list,
+    meta: dict | None = None,
+) -> dict[str, Path]:
+    """The ablation's report in the run folder: ``ablation_report.html`` (the claims table, the
+    variants' scores, the figures), ``ablation_claims.md`` (the claims and variants tables, as
+    the README shows them) and ``ablation.json`` (the numbers). Returns the paths."""
+    from .claims import NULL_MARGIN, claims_markdown, variants_markdown
+
+    run = Path(run_dir)
+    rule = (
+        "Effects are variant A minus variant B in points (0-100) on the same questions, averaged "
+        "over seeds; the 95% interval is a two-level bootstrap (seeds, then questions). "
+        f"Reproduced: the interval is above 0. Not reproduced: it lies below {NULL_MARGIN} "
+        "points. Otherwise inconclusive at this scale."
+    )
+    text = f"{claims_markdown(claims)}\n\n{rule}\n\n{variants_markdown(variants)}\n"
+    md = run / "ablation_claims.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(text, encoding="utf-8")
+    doc = run / "ablation.json"
+    doc.write_text(json.dumps({"claims": claims, "variants": variants, **(meta or {})}, indent=2))
+    table = [{k: r[k] for k in ("claim", "paper", "effect", "ci", "verdict")} for r in claims]
+    sections = [
+        ("Claims", [rule, *table]),
+        ("Variants", variants),
+        ("Figures", figures),
+    ]
+    html_path = write_report(
+        run / "ablation_report.html", "Ablation: the paper's claims", sections, meta
+    )
+    return {"html": html_path, "markdown": md, "json": doc}

@@ -74,6 +74,10 @@ class SFTParams(StageParams):
     # squared error (m^2) of the mean of the model's distribution over coordinate tokens, the
     # value mean decoding writes (generation.py); 0: none
     regression_weight: float = 0.0
+    # the target's form (v2lo_utils.targets: metric, grid, no_map, answer_only) and the grid's
+    # cells a side; the rows' prompts ask for that form
+    target_form: str = "metric"
+    grid_size: int = 10
 
 
 def coordinate_regression(hidden, labels, output_weight, ids, values):
@@ -414,6 +418,19 @@ def prepare_model(p: SFTParams):
     return model, loaded.processor, loaded.backend
 
 
+def training_rows(p: SFTParams, ds) -> list[dict]:
+    """The dataset's training rows this run trains on (``max_frames``, ``long_fraction``,
+    ``max_rows``), in the run's target form (:func:`~v2lo_utils.targets.form_row`)."""
+    from .targets import form_row
+
+    chosen = select_rows(ds.rows.get("train", []), p.max_frames, p.long_fraction, p.seed)
+    if p.max_rows:
+        chosen = chosen[: p.max_rows]
+    if not chosen:
+        raise ValueError(f"{p.data_dir}: no training rows (max_frames={p.max_frames})")
+    return [form_row(r, p.target_form, p.grid_size) for r in chosen]
+
+
 def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     """Run (or resume) SFT; returns where the model went and what the run measured."""
     from datasets import Dataset as HFDataset
@@ -422,11 +439,7 @@ def train_sft(p: SFTParams, callbacks: list | None = None) -> SFTResult:
     from .exporters import export_rows
 
     ds = Dataset.load(p.data_dir)
-    chosen = select_rows(ds.rows.get("train", []), p.max_frames, p.long_fraction, p.seed)
-    if p.max_rows:
-        chosen = chosen[: p.max_rows]
-    if not chosen:
-        raise ValueError(f"{p.data_dir}: no training rows (max_frames={p.max_frames})")
+    chosen = training_rows(p, ds)
     rows = export_rows(chosen, "trl-prompt-completion", ds.root)
     model, processor, backend = prepare_model(p)
     weights = tuple(getattr(p, f"{h}_weight") for h in HEADS)

@@ -66,8 +66,28 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid, child), daemon=True).start()
 
 
-def parent_bound_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool of ``workers`` processes that die with this process."""
+def _init_worker(parent_pid: int, threads: int | None) -> None:
+    """Pool-worker initializer: die with the parent; with ``threads``, torch and OpenMP use that
+    many (set before torch is imported in the worker, and again if it already was)."""
+    _die_with_parent(parent_pid)
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+
+
+def parent_bound_pool(
+    workers: int, threads: int | None = None, context: str | None = None
+) -> ProcessPoolExecutor:
+    """A process pool of ``workers`` processes that die with this process; ``threads``: torch
+    threads per worker (None: as inherited); ``context``: a multiprocessing start method
+    ('spawn': workers that import afresh, for work that loads torch)."""
+    import multiprocessing
+
     return ProcessPoolExecutor(
-        max_workers=workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+        max_workers=workers,
+        initializer=_init_worker,
+        initargs=(os.getpid(), threads),
+        mp_context=multiprocessing.get_context(context) if context else None,
     )
