@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv browser run test lint format bench gpu-check interop lab clean
+.PHONY: venv browser run ablation test lint format bench gpu-check interop lab clean
 
 venv: $(VENV)/.installed
 
@@ -35,6 +35,12 @@ RUN_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 
 run: venv
 	OMP_NUM_THREADS=$(RUN_THREADS) MKL_NUM_THREADS=$(RUN_THREADS) $(VENV)/bin/v2lo run --profile $(PROFILE)
+
+# the paper's claims at CPU scale (notebook 06, profile ablation): about an hour on 2 cores;
+# run again after an interruption with RUN_ID=<its folder name> to resume without retraining
+RUN_ID ?=
+ablation: venv
+	OMP_NUM_THREADS=$(RUN_THREADS) MKL_NUM_THREADS=$(RUN_THREADS) $(VENV)/bin/v2lo run --profile ablation $(if $(RUN_ID),--run-id $(RUN_ID),)
 
 # Debian's chromium for the JupyterLab browser test (Playwright drives it; no browser download)
 browser:

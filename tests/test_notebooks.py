@@ -292,7 +292,7 @@ def test_notebooks_run_in_file_order_with_their_defaults(tmp_path):
     """What a person does in JupyterLab: the notebooks as committed, default parameters, top to
     bottom in file order, each one's defaults reading what the one before wrote (01 builds the
     data, 02 trains into outputs/runs/manual/sft, 03 starts from its final model, 04 merges
-    GRPO's adapter, 05 evaluates the merged model). Run by nbval in a scratch copy of the
+    GRPO's adapter, 05 evaluates the merged model, 06 trains the smoke ablation's variants). Run by nbval in a scratch copy of the
     project, so that a user's own outputs/runs/manual is never touched."""
     import shutil
     import subprocess
@@ -307,6 +307,7 @@ def test_notebooks_run_in_file_order_with_their_defaults(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
     assert (tmp_path / "outputs/runs/manual/report.html").is_file()
+    assert "| verdict |" in (tmp_path / "outputs/runs/manual/ablation_claims.md").read_text()
 
 
 def test_every_profile_parameter_is_declared_by_its_notebook():

@@ -250,6 +250,31 @@ def prepare(cfg: dict) -> None:
         )
 
 
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _progress_log(path: Path, log: Callable[[str], None]) -> Callable[[str], None]:
+    """``log`` that also appends each line, timed, to ``path``, and in a Jupyter kernel writes it
+    to the kernel's own stderr too (the terminal of ``v2lo run``, which shows no cell output)."""
+    import sys
+    from datetime import UTC, datetime
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def out(line: str) -> None:
+        stamped = f"{datetime.now(UTC).isoformat(timespec='seconds')} {line}"
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(stamped + "\n")
+        if sys.__stderr__ is not None and sys.stderr is not sys.__stderr__:
+            print(f"[ablation] {stamped}", file=sys.__stderr__, flush=True)
+        log(line)
+
+    return out
+
+
 def run_ablation(
     cfg: dict,
     variants: Sequence[str],
@@ -259,7 +284,8 @@ def run_ablation(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Every job of ``variants`` x ``seeds`` not done yet, ``workers`` at a time; returns all the
-    results, finished earlier or now. A failed job is named in an AblationError raised after
+    results, finished earlier or now. Each job's start and end is logged (``log``, and
+    ``<out_dir>/progress.log``). A failed job is named in an AblationError raised after
     the others (and their dependents are skipped); finished jobs stay on disk.
 
     ``cfg``: ``out_dir``, ``sft`` and ``grpo`` (the recipe's stage parameters), ``qvs_dir``,
@@ -267,7 +293,11 @@ def run_ablation(
     ``preset_seconds``."""
     from tqdm.auto import tqdm
 
+    log = _progress_log(Path(cfg["out_dir"]) / "progress.log", log)
     jobs = plan(variants, seeds)
+    if workers > 1 and _on_gpu():
+        log(f"a GPU: jobs run one at a time in this process, not {workers} at once")
+        workers = 1
     done = {j: r for j in jobs if (r := read_result(cfg["out_dir"], j)) is not None}
     todo = [j for j in jobs if j not in done]
     for j in done:

@@ -29,7 +29,7 @@ CLAIMS: tuple[dict, ...] = (
     {
         "id": "metric_vs_grid",
         "claim": "Metric maps beat grid maps (10 x 10 cells)",
-        "paper": "+4.92 on average (abstract, v1)",
+        "paper": "+4.92 on average (abstract; 3.24 in another version)",
         "a": "metric",
         "b": "grid",
     },
@@ -73,7 +73,7 @@ CLAIMS: tuple[dict, ...] = (
     {
         "id": "frame_mix",
         "claim": "Training on every frame count (vs 1-4 only) helps on 8-16-frame clips",
-        "paper": "trains on every count (no ablation given)",
+        "paper": "none in the text available here (the demo recipe's choice)",
         "a": "metric",
         "b": "metric_1to4",
         "frames": LONG_FRAMES,

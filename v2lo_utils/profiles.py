@@ -30,23 +30,26 @@ def notebook_parameters(profile: str, notebook: str, profiles: dict | None = Non
 def recipe_parameters(
     recipe: str, overrides: dict | None = None, profiles: dict | None = None, **common
 ) -> dict[str, dict]:
-    """The training recipe of profile ``recipe`` as the ablation runs it: its SFT and GRPO
-    notebooks' parameters (``"02_sft"``, ``"03_grpo"``), each overlaid with
-    ``overrides[recipe][notebook]`` (the ablation's budget for that recipe) and then with
-    ``common`` (values both stages take from the ablation itself, e.g. its ``data_dir``; a
-    ``model_source`` of "" keeps the recipe's)."""
+    """The recipe of profile ``recipe`` as the ablation runs it: its SFT, GRPO and evaluation
+    notebooks' parameters (``"02_sft"``, ``"03_grpo"``, ``"05_qvs_bench_analysis"``), each
+    overlaid with ``overrides[recipe][notebook]`` (the ablation's budget for that recipe) and
+    then with ``common`` (values every stage takes from the ablation itself, e.g. its
+    ``data_dir``; a ``model_source`` of "" keeps the recipe's)."""
     from .errors import ParameterError
 
     profiles = profiles if profiles is not None else load_profiles()
+    if recipe not in profiles:
+        raise ParameterError(f"recipe {recipe!r}: no such profile; known: {', '.join(profiles)}")
     mine = (overrides or {}).get(recipe, {})
-    unknown = set(mine) - {"02_sft", "03_grpo"}
+    stages = ("02_sft", "03_grpo", "05_qvs_bench_analysis")
+    unknown = set(mine) - set(stages)
     if unknown:
         raise ParameterError(
-            f"overrides[{recipe!r}]: only 02_sft and 03_grpo, not {sorted(unknown)}"
+            f"overrides[{recipe!r}]: only {', '.join(stages)}, not {sorted(unknown)}"
         )
     common = {k: v for k, v in common.items() if not (k == "model_source" and not v)}
     out = {}
-    for nb in ("02_sft", "03_grpo"):
+    for nb in stages:
         out[nb] = {**notebook_parameters(recipe, nb, profiles), **mine.get(nb, {}), **common}
     if not out["02_sft"].get("model_source"):
         raise ParameterError(

@@ -523,7 +523,7 @@ def ablation_report(
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(text, encoding="utf-8")
     doc = run / "ablation.json"
-    doc.write_text(json.dumps({"claims": claims, "variants": variants, **(meta or {})}, indent=2))
+    doc.write_text(json.dumps({"claims": claims, "variants": variants, "meta": meta}, indent=2))
     table = [{k: r[k] for k in ("claim", "paper", "effect", "ci", "verdict")} for r in claims]
     sections = [
         ("Claims", [rule, *table]),
