@@ -205,6 +205,7 @@ def run_job(job: Job, cfg: dict) -> dict:
         if source is None:
             raise AblationError(f"{job.name}: {v.grpo_from}/seed{job.seed} has not finished")
         train = _train("grpo", grpo_params(cfg, job, source["model"]), train_grpo)
+    free_memory()  # the trainer's model, before the merge and evaluation load theirs (7B)
     model = _standalone(Path(train["final"]), folder / "merged", cfg)
     rows = benchmark_rows(cfg, v.form)
     loaded = load_model(model, cfg["backend"])
