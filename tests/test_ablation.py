@@ -197,7 +197,8 @@ def test_smoke_ablation_runs_and_resumes_without_retraining(tmp_path):
     kw = dict(run_id="t", runs_dir=tmp_path / "runs")
     run_dir = run_profile("ablation", overrides=over, **kw).run_dir
     doc = json.loads((run_dir / "ablation.json").read_text())
-    assert {r["variant"] for r in doc["variants"]} == set(VARIANTS)
+    baselines = {"blind baseline", "question-only baseline"}
+    assert {r["variant"] for r in doc["variants"]} == set(VARIANTS) | baselines
     ids = {r["id"] for r in doc["claims"]}
     assert {"metric_vs_grid", "map_vs_no_map", "map_vs_answer_only", "rl_after_sft"} <= ids
     assert "frame_mix" in ids and "| verdict |" in (run_dir / "ablation_claims.md").read_text()
@@ -240,3 +241,19 @@ def test_the_recipe_is_a_profile_and_names_a_model():
     sft, grpo, evals = stages["02_sft"], stages["03_grpo"], stages["05_qvs_bench_analysis"]
     assert (sft["mode"], sft["model_source"], sft["data_dir"]) == ("lora", "/models/7b", "d")
     assert grpo["data_dir"] == "d" and evals["max_new_tokens"] == 1024
+
+
+def test_a_variant_stopped_short_is_named():
+    from v2lo_utils.claims import unequal_budgets
+
+    def job(variant, seed, steps, planned):
+        return {"variant": variant, "seed": seed, "steps": steps, "train": {"max_steps": planned}}
+
+    results = [job("metric", 0, 600, 600), job("grid", 0, 512, 600), job("metric_grpo", 1, 31, 40)]
+    assert unequal_budgets(results) == [
+        "grid seed 0: 512 of 600 steps",
+        "metric_grpo seed 1: 31 of 40 steps",
+    ]
+    assert (
+        unequal_budgets([job("metric", 0, 600, 600), {"variant": "x", "seed": 0, "steps": 3}]) == []
+    )

@@ -120,7 +120,14 @@ def sft_params(cfg: dict, job: Job):
         output_dir=str(job_dir(cfg["out_dir"], job) / "sft"),
         target_form=v.form,
         grid_size=cfg["grid_size"],
+        extra=_quiet(cfg),
     )
+
+
+def _quiet(cfg: dict) -> dict:
+    """Trainer arguments of a job: without its step bar where jobs run in worker processes (their
+    bars would interleave; each job's start and end is logged instead)."""
+    return {"disable_tqdm": True} if cfg.get("quiet") else {}
 
 
 def grpo_params(cfg: dict, job: Job, model_source: str):
@@ -132,6 +139,7 @@ def grpo_params(cfg: dict, job: Job, model_source: str):
         seed=job.seed,
         output_dir=str(job_dir(cfg["out_dir"], job) / "grpo"),
         model_source=model_source,
+        extra=_quiet(cfg),
     )
 
 
@@ -161,6 +169,7 @@ def _train(stage: str, params, train: Callable) -> dict:
         "stage": stage,
         "final": str(result.final_dir),
         "steps": result.global_step,
+        "max_steps": params.max_steps,
         "train_seconds": result.train_seconds,
         "stopped_by_budget": result.stopped_by_budget,
     }
@@ -184,6 +193,27 @@ def _record(rec: dict) -> dict:
     out = {k: rec.get(k) for k in RECORD_KEYS}
     if "map" in rec and rec["map"] is None:
         out["map_placement"] = 0.0
+    return out
+
+
+def baseline_results(cfg: dict) -> list[dict]:
+    """The blind and question-only baselines on the ablation's questions, as results (variant
+    ``blind baseline``, ``question-only baseline``; seed 0, no steps): the level a variant must
+    beat before its comparisons say anything about maps or reasoning."""
+    from .baselines import blind_predictions, question_only_predictions
+    from .benchmark import score_benchmark
+    from .dataset import Dataset
+
+    rows = benchmark_rows(cfg, "metric")
+    train = Dataset.load(cfg["sft"]["data_dir"]).rows["train"]
+    out = []
+    for name, predict in (
+        ("blind", blind_predictions),
+        ("question-only", question_only_predictions),
+    ):
+        summary = score_benchmark(rows, predict(train, rows), n_boot=1)
+        records = [_record(rec) for rec in summary["records"]]
+        out.append({"variant": f"{name} baseline", "seed": 0, "steps": 0, "records": records})
     return out
 
 
@@ -340,6 +370,7 @@ def run_ablation(
     else:
         from .workers import parent_bound_pool
 
+        cfg = {**cfg, "quiet": True}
         waiting = list(todo)
         running: dict[Future, Job] = {}
         with parent_bound_pool(workers, threads, "spawn") as pool:

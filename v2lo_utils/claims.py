@@ -263,6 +263,17 @@ def variant_summary(results: Sequence[dict]) -> list[dict]:
     return out
 
 
+def unequal_budgets(results: Sequence[dict]) -> list[str]:
+    """The jobs that trained fewer steps than planned (their ``train`` summary's ``max_steps``):
+    a slow machine's wall-clock cap stopped them short, so their comparisons are not at equal
+    budget."""
+    return [
+        f"{r['variant']} seed {r['seed']}: {r['steps']} of {r['train']['max_steps']} steps"
+        for r in results
+        if r.get("train", {}).get("max_steps", 0) > 0 and r["steps"] < r["train"]["max_steps"]
+    ]
+
+
 def _fmt(x: float) -> str:
     return f"{x:+.1f}"
 

@@ -501,15 +501,17 @@ def control_verdicts(label: str, summary: dict, question_only: dict | None = Non
 
 def ablation_report(
     run_dir: str | Path,
+    results: list[dict],
     claims: list[dict],
     variants: list[dict],
     figures: list,
     meta: dict | None = None,
 ) -> dict[str, Path]:
-    """The ablation's report in the run folder: ``ablation_report.html`` (the claims table, the
-    variants' scores, the figures), ``ablation_claims.md`` (the claims and variants tables, as
-    the README shows them) and ``ablation.json`` (the numbers). Returns the paths."""
-    from .claims import NULL_MARGIN, claims_markdown, variants_markdown
+    """The ablation's report in the run folder (``results``: the jobs' results, for their
+    steps): ``ablation_report.html`` (the claims table, the variants' scores, the figures),
+    ``ablation_claims.md`` (the claims and variants tables, as the README shows them) and
+    ``ablation.json`` (the numbers). Returns the paths."""
+    from .claims import NULL_MARGIN, claims_markdown, unequal_budgets, variants_markdown
 
     run = Path(run_dir)
     rule = (
@@ -518,6 +520,9 @@ def ablation_report(
         f"Reproduced: the interval is above 0. Not reproduced: it lies below {NULL_MARGIN} "
         "points. Otherwise inconclusive at this scale."
     )
+    short = unequal_budgets(results)
+    if short:
+        rule += f" Not at equal budget (a wall-clock cap stopped them short): {'; '.join(short)}."
     text = f"{claims_markdown(claims)}\n\n{rule}\n\n{variants_markdown(variants)}\n"
     md = run / "ablation_claims.md"
     md.parent.mkdir(parents=True, exist_ok=True)
