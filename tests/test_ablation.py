@@ -257,3 +257,50 @@ def test_a_variant_stopped_short_is_named():
     assert (
         unequal_budgets([job("metric", 0, 600, 600), {"variant": "x", "seed": 0, "steps": 3}]) == []
     )
+
+
+def test_a_gpu_runs_one_job_at_a_time_in_this_process(tmp_path, monkeypatch):
+    """Two 7B trainings must not share one GPU: there, parallel_jobs > 1 runs the jobs in turn,
+    in this process, each after the one it starts from."""
+    import v2lo_utils.ablation as ablation
+    import v2lo_utils.workers as workers
+
+    order = []
+
+    def job(j, cfg):
+        order.append(j.name)
+        return {"variant": j.variant, "seed": j.seed, "steps": 1, "score": 0.0, "seconds": 0.0}
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("no worker processes on a GPU")
+
+    monkeypatch.setattr(ablation, "_on_gpu", lambda: True)
+    monkeypatch.setattr(ablation, "run_job", job)
+    monkeypatch.setattr(ablation, "prepare", lambda cfg: None)
+    monkeypatch.setattr(workers, "parent_bound_pool", no_pool)
+    lines = []
+    cfg = {"out_dir": str(tmp_path)}
+    results = ablation.run_ablation(cfg, ["metric_grpo", "metric"], [0], 2, 1, lines.append)
+    assert order == ["metric/seed0", "metric_grpo/seed0"] and len(results) == 2
+    assert lines[0].startswith("a GPU: jobs run one at a time")
+
+
+def test_a_failed_job_is_named_and_the_others_finish(tmp_path, monkeypatch):
+    import v2lo_utils.ablation as ablation
+
+    def job(j, cfg):
+        if j.variant == "metric":
+            raise ValueError("rows/7: field 'target' is empty")
+        return {"variant": j.variant, "seed": j.seed, "steps": 1, "score": 0.0, "seconds": 0.0}
+
+    monkeypatch.setattr(ablation, "_on_gpu", lambda: False)
+    monkeypatch.setattr(ablation, "run_job", job)
+    monkeypatch.setattr(ablation, "prepare", lambda cfg: None)
+    lines = []
+    cfg = {"out_dir": str(tmp_path)}
+    with pytest.raises(ablation.AblationError) as err:
+        ablation.run_ablation(cfg, ["metric", "grid", "metric_grpo"], [0], 1, 1, lines.append)
+    text = str(err.value)
+    assert "2 of 3 ablation jobs failed" in text and "field 'target' is empty" in text
+    assert "metric_grpo/seed0: AblationError: metric failed" in text
+    assert any(line == "grid/seed0: 1 steps, 0 s, score 0.000" for line in lines)
