@@ -12,10 +12,10 @@ after the metric variant's SFT model of the same seed. Every job (a variant at a
         predictions.jsonl  append-only, resumable (:func:`~v2lo_utils.evaluation.evaluate_benchmark`)
         result.json        written last: a job that has it is done and never runs again
 
-so an interrupted ablation resumes without retraining finished variants. Jobs run in
-``workers`` processes at ``threads`` torch threads each (on a 2-core CPU two one-thread
-trainings do about 1.2 times the work of one two-thread training; README), or in this process
-with one worker (a GPU).
+so an interrupted ablation resumes without retraining finished variants. Jobs run ``workers`` at
+a time, each in a process of ``threads`` torch threads (on a 2-core Xeon two one-thread SFT jobs
+made 3.8 steps a second together, where the demo's two-thread SFT makes about 2.9), or in this
+process with one worker, as on a GPU.
 """
 
 from __future__ import annotations
@@ -150,13 +150,20 @@ def _standalone(final: Path, folder: Path, cfg: dict) -> str:
 
     if adapter_base(final) is None:
         return str(final)
-    if not (folder / "config.json").is_file():
+    if not (folder / "v2lo_merge.json").is_file():  # written last: a killed merge runs again
         from .dataset import Dataset
         from .merge import merge_stage
 
         ds = Dataset.load(cfg["sft"]["data_dir"])
         merge_stage(final, folder, ds.rows["train"][:2], ds.root)
     return str(folder)
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    """Write ``doc`` whole or not at all (a kill mid-write leaves the old state, never half)."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(doc, indent=2))
+    part.replace(path)
 
 
 def _train(stage: str, params, train: Callable) -> dict:
@@ -173,7 +180,7 @@ def _train(stage: str, params, train: Callable) -> dict:
         "train_seconds": result.train_seconds,
         "stopped_by_budget": result.stopped_by_budget,
     }
-    done.write_text(json.dumps(summary, indent=2))
+    _write_json(done, summary)
     return summary
 
 
@@ -264,7 +271,7 @@ def run_job(job: Job, cfg: dict) -> dict:
         "score": summary["overall"],
         "records": [_record(rec) for rec in summary["records"]],
     }
-    (folder / "result.json").write_text(json.dumps(result, indent=2))
+    _write_json(folder / "result.json", result)
     return result
 
 
