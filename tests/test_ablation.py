@@ -221,9 +221,14 @@ def test_smoke_ablation_runs_and_resumes_without_retraining(tmp_path):
     log = (run_dir / "06_ablation.ipynb").read_text()
     assert "metric/seed0: done earlier" in log and "answer_only/seed0: started" in log
     assert "metric/seed0: started" not in log
+    over["max_questions"] = 10  # other evaluation settings: evaluated again, not trained again
+    run_profile("ablation", only=["06"], overrides=over, **kw)
+    assert all(len(json.loads(p.read_text())["records"]) == 10 for p in results.values())
+    assert weights.stat().st_mtime_ns == trained
     progress = (run_dir / "ablation" / "progress.log").read_text()
+    assert "metric/seed0: evaluated with other settings" in progress
     assert (
-        progress.count("answer_only/seed0: started") == 2
+        progress.count("answer_only/seed0: started") == 3
         and "metric/seed0: done earlier" in progress
     )
 
@@ -304,3 +309,35 @@ def test_a_failed_job_is_named_and_the_others_finish(tmp_path, monkeypatch):
     assert "2 of 3 ablation jobs failed" in text and "field 'target' is empty" in text
     assert "metric_grpo/seed0: AblationError: metric failed" in text
     assert any(line == "grid/seed0: 1 steps, 0 s, score 0.000" for line in lines)
+
+
+def test_a_stage_trained_with_other_parameters_is_not_reused(tmp_path):
+    from dataclasses import dataclass, replace
+
+    from v2lo_utils.ablation import AblationError, _train
+
+    @dataclass
+    class Params:
+        output_dir: str
+        max_steps: int = 600
+        learning_rate: float = 1e-3
+        extra: dict | None = None
+
+    calls = []
+
+    def train(p):
+        calls.append(p)
+        (Path(p.output_dir) / "final").mkdir(parents=True)
+
+        class Result:
+            final_dir, global_step, train_seconds, stopped_by_budget = "f", p.max_steps, 1.0, False
+
+        return Result()
+
+    params = Params(str(tmp_path / "sft"))
+    first = _train("sft", params, train)
+    assert first["steps"] == 600 and first["settings"]["max_steps"] == 600
+    assert _train("sft", replace(params, extra={"disable_tqdm": True}), train) == first
+    assert len(calls) == 1  # finished: read back, not trained again
+    with pytest.raises(AblationError, match=r"other parameters \(learning_rate, max_steps\)"):
+        _train("sft", replace(params, max_steps=1200, learning_rate=1e-4), train)

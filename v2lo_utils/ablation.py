@@ -10,7 +10,8 @@ after the metric variant's SFT model of the same seed. Every job (a variant at a
         sft/ or grpo/      checkpoints and final/ (training resumes from the last checkpoint)
         merged/            the merged model, when the recipe trains a LoRA adapter
         predictions.jsonl  append-only, resumable (:func:`~v2lo_utils.evaluation.evaluate_benchmark`)
-        result.json        written last: a job that has it is done and never runs again
+        result.json        written last: a job that has it is done and never trains again
+                           (evaluated again if its evaluation settings changed)
 
 so an interrupted ablation resumes without retraining finished variants. Jobs run ``workers`` at
 a time, each in a process of ``threads`` torch threads (on a 2-core Xeon two one-thread SFT jobs
@@ -166,13 +167,33 @@ def _write_json(path: Path, doc: dict) -> None:
     part.replace(path)
 
 
+def _settings(params) -> dict:
+    """A stage's parameters as its summary records them (not its folder or trainer extras)."""
+    from dataclasses import fields
+
+    skip = ("output_dir", "extra")
+    return {f.name: getattr(params, f.name) for f in fields(params) if f.name not in skip}
+
+
 def _train(stage: str, params, train: Callable) -> dict:
-    """Train (or resume) one stage, or read the summary a finished one left."""
+    """Train (or resume) one stage, or read the summary a finished one left. A finished stage
+    trained with other parameters (another budget or recipe in the same run folder) raises
+    AblationError naming them: its model would not be this job's."""
     done = Path(params.output_dir) / "train.json"
+    settings = _settings(params)
     if done.is_file() and (Path(params.output_dir) / "final").is_dir():
-        return json.loads(done.read_text())
+        summary = json.loads(done.read_text())
+        old = summary.get("settings", settings)
+        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if changed:
+            raise AblationError(
+                f"{params.output_dir} was trained with other parameters ({', '.join(changed)}): "
+                "run the ablation in another run folder (a new run id), or delete that folder"
+            )
+        return summary
     result = train(params)
     summary = {
+        "settings": settings,
         "stage": stage,
         "final": str(result.final_dir),
         "steps": result.global_step,
@@ -182,6 +203,13 @@ def _train(stage: str, params, train: Callable) -> dict:
     }
     _write_json(done, summary)
     return summary
+
+
+def evaluation_settings(cfg: dict) -> dict:
+    """What a job's result was evaluated with: a result made with other settings is evaluated
+    again (its model is kept)."""
+    keys = ("qvs_dir", "max_questions", "grid_size", "max_new_tokens")
+    return {k: cfg[k] for k in keys}
 
 
 def benchmark_rows(cfg: dict, form: str) -> list[dict]:
@@ -269,6 +297,7 @@ def run_job(job: Job, cfg: dict) -> dict:
         "train": train,
         "seconds": time.perf_counter() - t0,
         "score": summary["overall"],
+        "evaluation": evaluation_settings(cfg),
         "records": [_record(rec) for rec in summary["records"]],
     }
     _write_json(folder / "result.json", result)
@@ -336,7 +365,10 @@ def run_ablation(
     if workers > 1 and _on_gpu():
         log(f"a GPU: jobs run one at a time in this process, not {workers} at once")
         workers = 1
-    done = {j: r for j in jobs if (r := read_result(cfg["out_dir"], j)) is not None}
+    found = {j: r for j in jobs if (r := read_result(cfg["out_dir"], j)) is not None}
+    done = {j: r for j, r in found.items() if r.get("evaluation") == evaluation_settings(cfg)}
+    for j in [j for j in found if j not in done]:
+        log(f"{j.name}: evaluated with other settings ({found[j].get('evaluation')}): again")
     todo = [j for j in jobs if j not in done]
     for j in done:
         log(f"{j.name}: done earlier ({done[j]['steps']} steps, score {done[j]['score']:.3f})")
