@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import V2loError
+from .jsonl import atomic_write
 
 
 class AblationError(V2loError, RuntimeError):
@@ -160,13 +161,6 @@ def _standalone(final: Path, folder: Path, cfg: dict) -> str:
     return str(folder)
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    """Write ``doc`` whole or not at all (a kill mid-write leaves the old state, never half)."""
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(doc, indent=2))
-    part.replace(path)
-
-
 def _settings(params) -> dict:
     """A stage's parameters as its summary records them (not its folder or trainer extras)."""
     from dataclasses import fields
@@ -201,7 +195,7 @@ def _train(stage: str, params, train: Callable) -> dict:
         "train_seconds": result.train_seconds,
         "stopped_by_budget": result.stopped_by_budget,
     }
-    _write_json(done, summary)
+    atomic_write(done, json.dumps(summary, indent=2))
     return summary
 
 
@@ -300,7 +294,7 @@ def run_job(job: Job, cfg: dict) -> dict:
         "evaluation": evaluation_settings(cfg),
         "records": [_record(rec) for rec in summary["records"]],
     }
-    _write_json(folder / "result.json", result)
+    atomic_write(folder / "result.json", json.dumps(result, indent=2))
     return result
 
 
@@ -309,12 +303,12 @@ def prepare(cfg: dict) -> None:
     (two workers must not build it at once)."""
     from .models import resolve_source
     from .presets import PRESETS
+    from .training import StageParams
 
     source = cfg["sft"]["model_source"]
     if source in PRESETS:
-        resolve_source(
-            source, cfg["sft"].get("model_cache", "outputs/models"), cfg["preset_seconds"]
-        )
+        cache = cfg["sft"].get("model_cache", StageParams.model_cache)
+        resolve_source(source, cache, cfg["preset_seconds"])
 
 
 def _on_gpu() -> bool:

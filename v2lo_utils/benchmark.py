@@ -132,10 +132,16 @@ def bootstrap_ci(
         return [0.0, 0.0]
     rng = random.Random(seed)
     k = len(values)
-    means = sorted(sum(values[rng.randrange(k)] for _ in range(k)) / k for _ in range(n))
-    lo = means[int((1 - level) / 2 * (n - 1))]
-    hi = means[int((1 + level) / 2 * (n - 1))]
-    return [lo, hi]
+    means = [sum(values[rng.randrange(k)] for _ in range(k)) / k for _ in range(n)]
+    return list(percentile_interval(means, level))
+
+
+def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of ``values`` (bootstrap replicates): the sorted values at
+    the (1 -+ level) / 2 quantiles, by index (no interpolation)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[int((1 - level) / 2 * (n - 1))], ordered[int((1 + level) / 2 * (n - 1))]
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:

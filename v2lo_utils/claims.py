@@ -19,6 +19,8 @@ import random
 from collections.abc import Callable, Sequence
 from statistics import mean
 
+from .benchmark import percentile_interval
+
 NULL_MARGIN = 1.0  # points: an interval wholly below this rules out an effect worth the name
 LONG_FRAMES = (8, 12, 16)
 BEST_FRAMES = (4, 8)  # the paper's "4-8 frames give the best map accuracy"
@@ -99,12 +101,6 @@ def _by_seed(results: Sequence[dict], variant: str) -> dict[int, dict[str, dict]
     }
 
 
-def _percentiles(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    values = sorted(values)
-    n = len(values)
-    return values[int((1 - level) / 2 * (n - 1))], values[int((1 + level) / 2 * (n - 1))]
-
-
 def paired_effect(
     a: dict[int, dict[str, float]],
     b: dict[int, dict[str, float]],
@@ -126,7 +122,7 @@ def paired_effect(
         cols = [rng.randrange(k) for _ in range(k)]
         rows = [diff[rng.randrange(m)] for _ in range(m)]
         boots.append(sum(row[c] for row in rows for c in cols) / (k * m))
-    lo, hi = _percentiles(boots)
+    lo, hi = percentile_interval(boots)
     return {
         "effect": mean(x for row in diff for x in row),
         "ci": [lo, hi],
@@ -198,7 +194,7 @@ def frames_effect(
         )
         for _ in range(n_boot)
     ]
-    lo, hi = _percentiles(boots)
+    lo, hi = percentile_interval(boots)
     per_frames = {
         str(n): 100 * mean(table[q][c] for q in ids if frames_of[q] == n for c in range(k))
         for n in sorted({frames_of[q] for q in ids})

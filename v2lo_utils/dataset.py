@@ -15,7 +15,6 @@ units whose shard exists. Units run on a process pool (both cores by default) wi
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +26,7 @@ from PIL import Image
 
 from .cogmap import CogMap
 from .errors import DataError
+from .jsonl import atomic_write
 from .loaders import read_jsonl_rows
 from .prompting import user_prompt
 from .questions import (
@@ -66,16 +66,9 @@ class BuildConfig:
     qvs_group: int = 5  # QVS questions planned per scene attempt
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     lines = [json.dumps(r, ensure_ascii=False) for r in rows]
-    _atomic_write(path, "".join(line + "\n" for line in lines))
+    atomic_write(path, "".join(line + "\n" for line in lines))
     return len(lines)
 
 
@@ -119,7 +112,7 @@ def render_scene(scene: Scene, root: Path, renderer: Renderer) -> list[RenderedC
     scene_doc = scene.to_json()
     for doc, rc in zip(scene_doc["clips"], out, strict=True):
         doc["visible_pixels"] = rc.pixels.tolist()
-    _atomic_write(root / "scenes" / f"{scene.scene_id}.json", json.dumps(scene_doc))
+    atomic_write(root / "scenes" / f"{scene.scene_id}.json", json.dumps(scene_doc))
     return out
 
 
@@ -318,7 +311,7 @@ def _claim(root: Path, kind: str, cfg: BuildConfig) -> None:
         )
     else:
         doc = {"kind": kind, "data_version": DATA_VERSION, "settings": settings}
-        _atomic_write(stamp, json.dumps(doc))
+        atomic_write(stamp, json.dumps(doc))
 
 
 def _write_manifest(root: Path, kind: str, cfg: BuildConfig, counts: dict) -> None:
@@ -329,7 +322,7 @@ def _write_manifest(root: Path, kind: str, cfg: BuildConfig, counts: dict) -> No
         "counts": counts,
         "clip_frames": CLIP_FRAMES,
     }
-    _atomic_write(root / "manifest.json", json.dumps(doc, indent=2))
+    atomic_write(root / "manifest.json", json.dumps(doc, indent=2))
 
 
 def build_training_set(out: str | Path, cfg: BuildConfig) -> dict:

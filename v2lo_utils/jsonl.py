@@ -1,11 +1,24 @@
 """JSON-lines files, read one way everywhere: a value per non-blank line, lines ending at "\\n"
 only (a raw U+2028 inside a string is valid JSON, not a line break). Each reader decides what a
-bad line means: loaders refuse the file, prediction readers count it."""
+bad line means: loaders refuse the file, prediction readers count it. Files written whole
+(manifests, settings, results) go through :func:`atomic_write`."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: into a file beside it, then renamed over
+    it, so a kill mid-write leaves the old file (or none), never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def json_lines(data: bytes) -> Iterator[tuple[int, object, str | None]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PredictionsError
-from .jsonl import json_lines
+from .jsonl import atomic_write, json_lines
 
 META_SUFFIX = ".meta.json"
 
@@ -176,6 +176,4 @@ def claim(path: str | Path, settings: Mapping, has_records: bool, force: bool = 
             *old.get("forced_over", []),
             {k: v for k, v in old.items() if k != "forced_over"},
         ]
-    tmp = meta_path(path).with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, meta_path(path))
+    atomic_write(meta_path(path), json.dumps(doc, indent=2, default=str))
